@@ -1,0 +1,226 @@
+"""The `qwythos` command line: one verb -> one typed function (tests call those functions directly).
+
+Verbs parse arguments here and import their subsystem lazily, so `qwythos --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import ConfigError
+
+log = logging.getLogger("qwythos")
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ConfigError, KeyError)
+
+
+# ---------------------------------------------------------------- model: init / export / generate
+
+
+def _init(sub) -> None:
+    p = sub.add_parser("init", help="write an untrained pathway model folder on a base")
+    p.add_argument("--base", default=None, help="HF folder or .gguf file (default: embedded SmolLM2-135M)")
+    p.add_argument("--out", required=True, type=Path, help="new model folder")
+    p.add_argument("--pathways", default="reasoning,narrative", help="comma-separated pathway names")
+    p.add_argument("--rank", type=int, default=16, help="LoRA rank of each pathway")
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default: 2 x rank)")
+    p.add_argument("--router-init", default="zero", choices=["zero", "random"], help="router initialisation")
+    p.add_argument(
+        "--router-prompts",
+        type=Path,
+        default=None,
+        help="JSON {pathway: [prompt, ...]}: initialise the router from these prompts",
+    )
+    p.add_argument("--embed-base", action="store_true", help="copy the base weights into the folder")
+    p.add_argument("--seed", type=int, default=0)
+
+    def run(a):
+        from .model.api import init_model
+
+        prompts = json.loads(a.router_prompts.read_text()) if a.router_prompts else None
+        out = init_model(
+            base=a.base,
+            out=a.out,
+            pathways=a.pathways.split(","),
+            rank=a.rank,
+            alpha=a.alpha,
+            router_init=a.router_init,
+            router_prompts=prompts,
+            embed_base=a.embed_base,
+            seed=a.seed,
+        )
+        print(out)
+
+    p.set_defaults(func=run)
+
+
+def _export(sub) -> None:
+    p = sub.add_parser("export", help="export a pathway model as a standard Mixtral checkpoint")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--to", default="mixtral", choices=["mixtral"])
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--mode",
+        default="soft",
+        choices=["soft", "top1"],
+        help="soft: every expert blended (num_experts_per_tok=P); top1: one expert per token",
+    )
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+    def run(a):
+        from .model.api import export_model
+
+        print(export_model(a.model_dir, a.out, mode=a.mode, dtype=a.dtype))
+
+    p.set_defaults(func=run)
+
+
+def _generation_args(p) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--mode", default=None, help="soft | top1 | force=<pathway> (default: the model's)")
+    p.add_argument(
+        "--gear", action="append", default=[], help="pathway=offset logit bias, e.g. reasoning=+1.5"
+    )
+    p.add_argument("--no-color", action="store_true", help="mark pathways with [name] instead of colour")
+
+
+def _sampling(a):
+    from .inference.sampling import SamplingParams
+
+    return SamplingParams(
+        max_new_tokens=a.max_new_tokens,
+        temperature=a.temperature,
+        top_p=a.top_p,
+        top_k=a.top_k,
+        repetition_penalty=a.repetition_penalty,
+        seed=a.seed,
+    )
+
+
+def _generate(sub) -> None:
+    p = sub.add_parser(
+        "generate", help="generate text with the gate trace (native or exported Mixtral folder)"
+    )
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    p.add_argument("--json", action="store_true", help="print {text, token_ids, trace} as JSON")
+    _generation_args(p)
+
+    def run(a):
+        from .inference.api import generate
+
+        result = generate(
+            a.model_dir, a.prompt, chat=a.chat, params=_sampling(a), mode=a.mode, gear=_gear(a.gear)
+        )
+        if a.json:
+            print(json.dumps(result, ensure_ascii=False))
+        else:
+            from .inference.trace import render
+
+            print(
+                render(
+                    result["trace"],
+                    result["pathways"],
+                    color=not a.no_color and sys.stdout.isatty() or os.environ.get("FORCE_COLOR") == "1",
+                )
+            )
+
+    p.set_defaults(func=run)
+
+
+def _gear(items: list[str]) -> dict[str, float]:
+    from .inference.engine import parse_gear
+
+    return parse_gear(items)
+
+
+def _quickstart(sub) -> None:
+    p = sub.add_parser("quickstart", help="the main job on the embedded defaults")
+    p.add_argument("--out", type=Path, default=Path("runs/quickstart"))
+    p.add_argument("--no-color", action="store_true")
+
+    def run(a):
+        from .quickstart import quickstart
+
+        quickstart(a.out, color=not a.no_color)
+
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------- curation
+
+
+def _curate(sub) -> None:
+    p = sub.add_parser("curate", help="curate raw data into a budgeted, labelled, curriculum-ordered set")
+    p.add_argument("--input", action="append", default=[], type=Path, help="JSONL, Parquet or CSV (repeat)")
+    p.add_argument("--decontaminate", action="append", default=[], type=Path, help="evaluation set (repeat)")
+    p.add_argument("--config", type=Path, default=None, help="curate.yaml")
+    p.add_argument("--preset", default=None, help="built-in preset, e.g. quickstart")
+    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. dedup.threshold=0.8")
+
+    def run(a):
+        from .curate.run import curate
+
+        print(
+            curate(
+                inputs=a.input,
+                out=a.out,
+                decontaminate=a.decontaminate,
+                config=a.config,
+                preset=a.preset,
+                executor=a.executor,
+                overrides=a.overrides,
+            )
+        )
+
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------- entry point
+
+VERBS = (_init, _export, _generate, _quickstart, _curate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qwythos", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for register in VERBS:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        args.func(args)
+    except USER_ERRORS as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"qwythos {args.verb}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Generation as a typed function for the CLI: one prompt in, text + token ids + per-token trace out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..model.formats import load_model
+from .engine import Engine, Request
+from .sampling import SamplingParams
+from .trace import switches, trace_records
+
+
+def load_engine(model_dir: str | Path) -> Engine:
+    model, tokenizer, mode = load_model(model_dir)
+    return Engine(model, tokenizer, mode)
+
+
+def generate(
+    model_dir: str | Path | Engine,
+    prompt: str,
+    chat: bool = False,
+    params: SamplingParams | None = None,
+    mode: str | None = None,
+    gear: dict[str, float] | None = None,
+) -> dict:
+    """{text, token_ids, trace: [{token_id, text, gate, pathway}], pathways, switches, mode, ...}."""
+    engine = model_dir if isinstance(model_dir, Engine) else load_engine(model_dir)
+    routing, bias = engine.routing(mode, gear)
+    ids = (
+        engine.encode_chat([{"role": "user", "content": prompt}]) if chat else engine.tokenizer.encode(prompt)
+    )
+    done = engine.generate([Request(ids, params or SamplingParams(), gear_bias=bias)], routing)[0]
+    trace = trace_records(engine.tokenizer, done.token_ids, done.gates, engine.pathways)
+    return {
+        "text": done.text,
+        "token_ids": done.token_ids,
+        "trace": trace,
+        "pathways": engine.pathways,
+        "switches": switches([engine.pathways.index(t["pathway"]) for t in trace if t["pathway"]]),
+        "mode": mode or engine.default_mode,
+        "finish_reason": done.finish_reason,
+        "prompt_tokens": done.prompt_tokens,
+    }
