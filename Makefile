@@ -2,7 +2,7 @@
 .PHONY: quickstart test lint bench
 
 quickstart:
-	scripts/setup.sh
+	scripts/setup.sh all
 	.venv/bin/qwythos quickstart
 
 test:
