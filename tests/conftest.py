@@ -84,6 +84,19 @@ def make_tiny_base(folder: Path, model_type: str = "llama", seed: int = 0, **ove
     return folder
 
 
+def randomise(model, seed: int = 1, router_std: float = 0.5):
+    """Non-zero, different LoRAs per pathway and a random router."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.layers:
+            paths = layer.mlp.pathways
+            for t in (paths.lora_B_gate_up, paths.lora_B_down):
+                t.copy_(torch.randn(t.shape, generator=g) * 0.05)
+            r = layer.mlp.router.weight
+            r.copy_(torch.randn(r.shape, generator=g) * router_std)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     return make_tiny_base(tmp_path_factory.mktemp("tiny") / "base")

