@@ -1,0 +1,113 @@
+"""The curated dataset folder and its reader (what the trainer loads).
+
+    data/shard-00000.parquet ...   selected records in curriculum order (column `order`)
+    pool/shard-00000.parquet ...   good records over budget: the active-learning pool
+    rejects/shard-00000.parquet    every dropped record or raw row: step, reason, evidence, the record
+    manifest.json                  config + hash, input hashes, counts per step and reason, totals, curriculum
+    card.md, plots/*.png           the data card
+Shards are written atomically; a shard whose recorded ids match the plan is not rewritten on resume.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .records import PATHWAYS, Record
+
+FORMAT, VERSION = "qwythos-curated-dataset", 1
+
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+SPANS = pa.list_(
+    pa.struct([("message", pa.int64()), ("start", pa.int64()), ("end", pa.int64()), ("pathway", pa.string())])
+)
+SCHEMA = pa.schema(
+    [("id", pa.string()), ("source", pa.string()), ("messages", MESSAGES), ("pathway", pa.string()),
+     ("pathway_confidence", pa.float64()), ("spans", SPANS), ("meta", pa.string()),
+     ("difficulty", pa.float64()), ("quality", pa.float64()), ("tokens", pa.int64()),
+     ("stage", pa.int64()), ("order", pa.int64())]
+)  # fmt: skip
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.parquet"
+
+
+def records_table(rows: dict[str, list]) -> pa.Table:
+    """The output schema from plain columns (messages/spans given as JSON strings or lists)."""
+    cols = dict(rows)
+    for key in ("messages", "spans"):
+        cols[key] = [json.loads(v) if isinstance(v, str) else v for v in cols[key]]
+    return pa.table(cols, schema=SCHEMA)
+
+
+def table_records(table: pa.Table) -> list[Record]:
+    out = []
+    for row in table.to_pylist():
+        meta = json.loads(row["meta"]) if row["meta"] else {}
+        for key in ("difficulty", "quality", "tokens", "stage", "order"):
+            meta[key] = row[key]
+        out.append(
+            Record(
+                id=row["id"],
+                source=row["source"],
+                messages=[dict(m) for m in row["messages"]],
+                pathway=row["pathway"],
+                pathway_confidence=row["pathway_confidence"],
+                spans=[dict(s) for s in row["spans"]],
+                meta=meta,
+            )
+        )
+    return out
+
+
+def read_manifest(folder: str | Path) -> dict:
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise ValueError(
+            f"{folder} is not a curated dataset (no manifest.json); build one with `qwythos curate`"
+        )
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
+    return manifest
+
+
+def _read(folder: Path, part: str) -> list[Record]:
+    manifest = read_manifest(folder)
+    records: list[Record] = []
+    for name in manifest["shards"][part]:
+        path = folder / part / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is listed in {folder}/manifest.json but missing; re-run qwythos curate"
+            )
+        table = pq.read_table(path)
+        missing = {"pathway", "spans", "pathway_confidence"} - set(table.column_names)
+        if missing:
+            raise ValueError(
+                f"{path} lacks pathway labels ({sorted(missing)}); re-curate it with qwythos curate"
+            )
+        records += table_records(table)
+    unknown = sorted({r.pathway for r in records} - set(PATHWAYS))
+    if unknown:
+        raise ValueError(
+            f"{folder}: records without a pathway label ({unknown}); re-curate with qwythos curate"
+        )
+    return records
+
+
+def read_dataset(folder: str | Path) -> list[Record]:
+    """The selected records of a curated dataset folder, in curriculum order.
+
+    Each record's meta also holds difficulty, quality, tokens, stage and order."""
+    return _read(Path(folder), "data")
+
+
+def read_pool(folder: str | Path) -> list[Record]:
+    """The over-budget records of a curated folder: the pool that active-learning rounds draw from."""
+    return _read(Path(folder), "pool")

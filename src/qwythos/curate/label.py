@@ -1,0 +1,172 @@
+"""Step 5, pathway labelling: rules + dataset category priors, then an embedding classifier for the unsure.
+
+Log-odds for "reasoning" add up: a prior from the dataset (GSM8K, Dolly's category, a named source), and
+weighted cue counts (calculations, '####', step words vs. story words, dialogue, past-tense narration). A
+response whose paragraphs split clearly into both pathways becomes ``mixed`` and keeps character spans.
+Records still unsure after the rules (confidence < ``embed_below``) get the log-odds of a logistic
+classifier on sentence embeddings, trained on this run's confident records plus built-in prototypes.
+A label the input already carries (the synthetic set) is kept when ``trust_source`` is on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from importlib import resources
+
+import numpy as np
+
+from .config import LabelConfig
+from .records import Record
+
+Cue = tuple[re.Pattern, float, int]  # pattern, log-odds per hit, max hits counted
+
+
+def _cue(pattern: str, weight: float, cap: int = 3) -> Cue:
+    return re.compile(pattern, re.IGNORECASE), weight, cap
+
+
+REASONING_CUES: list[Cue] = [
+    _cue(r"####\s*-?\$?\d", 3.0, 1),
+    _cue(r"\d[\d.,]*\s*[-+*/×x÷]\s*\(?\d[\d.,]*\)?\s*=", 1.0),
+    _cue(r"\\boxed|\\frac|\bequation\b|\bformula\b|\bprove\b|\bproof\b|\btheorem\b", 1.0),
+    _cue(r"```", 1.5, 1),
+    _cue(r"\b(?:step \d|first,|then,|next,|therefore|thus|hence|so the answer|in total|altogether)\b", 0.6),
+    _cue(r"\b(?:solve|calculate|compute|how many|how much|what is the|find the|explain why|define)\b", 0.7),
+    _cue(r"\b(?:percent|%|per (?:hour|day|week)|average|total|sum|difference|ratio)\b", 0.4),
+]
+NARRATIVE_CUES: list[Cue] = [
+    _cue(r"\bonce upon a time\b", 3.0, 1),
+    _cue(
+        r"\bwrite (?:me )?(?:a|an|the)? ?(?:short |funny |sad )?(?:story|poem|tale|scene|dialogue|fable)",
+        2.0,
+        1,
+    ),
+    _cue(
+        r"\b(?:story|tale|poem|chapter|character|fairy|dragon|princess|knight|wizard|kingdom|village)\b", 0.6
+    ),
+    _cue(
+        r"[\"\u201c][A-Z][^\"\u201d]{2,}[,.!?][\"\u201d]\s*(?:said|asked|whispered|replied|shouted|cried)",
+        1.0,
+    ),
+    _cue(
+        r"\b(?:she|he|they|i) (?:walked|looked|smiled|whispered|ran|turned|felt|wondered|sighed|laughed)\b",
+        0.6,
+    ),
+    _cue(r"\b(?:imagine|describe|once|long ago|suddenly|the end)\b", 0.4),
+]
+
+
+def rule_score(text: str) -> float:
+    """Log-odds that ``text`` is reasoning (positive) rather than narrative (negative), from the cues."""
+    z = 0.0
+    for cues, sign in ((REASONING_CUES, 1.0), (NARRATIVE_CUES, -1.0)):
+        for pattern, weight, cap in cues:
+            hits = len(pattern.findall(text))
+            z += sign * weight * min(hits, cap)
+    return z
+
+
+def prior_score(record: Record, cfg: LabelConfig) -> float:
+    schema = record.meta.get("schema", "")
+    keys = [schema, f"{schema}:{record.meta.get('category', '')}", f"source:{record.source}"]
+    z = 0.0
+    for key in keys:
+        if key in cfg.priors:
+            z += cfg.prior_strength * (1.0 if cfg.priors[key] == "reasoning" else -1.0)
+    return z
+
+
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+def segments(text: str) -> list[tuple[int, int]]:
+    """Paragraph (or line) spans of a response, as character offsets."""
+    return [(m.start(), m.end()) for m in re.finditer(r"[^\n]+(?:\n(?!\s*\n)[^\n]+)*", text)]
+
+
+def mixed_spans(record: Record, cfg: LabelConfig, sure: float = 1.0) -> list[dict] | None:
+    """Spans over the last assistant message when its paragraphs clearly split into both pathways."""
+    index = max(i for i, m in enumerate(record.messages) if m["role"] == "assistant")
+    content = record.messages[index]["content"]
+    labelled = []
+    for a, b in segments(content):
+        z = rule_score(content[a:b])
+        labelled.append((a, b, "reasoning" if z >= sure else "narrative" if z <= -sure else None))
+    total = max(1, len(content))
+    share = {p: sum(b - a for a, b, q in labelled if q == p) / total for p in ("reasoning", "narrative")}
+    if min(share.values()) < cfg.mixed_min_share:
+        return None
+    spans: list[dict] = []
+    last = next(q for _, _, q in labelled if q is not None)
+    for a, b, q in labelled:  # unsure paragraphs join the pathway before them
+        q = q or last
+        if spans and spans[-1]["pathway"] == q:
+            spans[-1]["end"] = b
+        else:
+            spans.append({"message": index, "start": a, "end": b, "pathway": q})
+        last = q
+    return spans
+
+
+def label_rules(record: Record, cfg: LabelConfig) -> bool:
+    """Label ``record`` in place from priors and rules; True if it still needs the embedding classifier."""
+    if cfg.trust_source and record.meta.get("pathway_from") == "source":
+        return False
+    z_prior = prior_score(record, cfg)
+    z_rules = rule_score(record.prompt + "\n" + record.response)
+    record.meta["label"] = {"prior": round(z_prior, 3), "rules": round(z_rules, 3)}
+    spans = mixed_spans(record, cfg)
+    if spans is not None:
+        record.pathway, record.spans = "mixed", spans
+        covered = sum(s["end"] - s["start"] for s in spans)
+        record.pathway_confidence = round(min(1.0, covered / max(1, len(record.response))), 4)
+        return False
+    set_label(record, z_prior + z_rules)
+    return record.pathway_confidence < cfg.embed_below
+
+
+def set_label(record: Record, z: float) -> None:
+    p = sigmoid(z)
+    record.pathway = "reasoning" if z >= 0 else "narrative"
+    record.pathway_confidence = round(max(p, 1 - p), 4)
+
+
+# ---------------------------------------------------------------- the embedding classifier
+
+
+def prototypes() -> dict[str, list[str]]:
+    """Built-in example prompts per pathway (the router-initialisation prompts shipped with qwythos)."""
+    return json.loads(resources.files("qwythos.data").joinpath("router_prompts.json").read_text())
+
+
+def embed_text(prompt: str, response: str) -> str:
+    return (prompt[:400] + "\n" + response[:400]).strip()
+
+
+class PathwayClassifier:
+    """L2-regularised logistic regression on embeddings: log-odds of reasoning."""
+
+    def __init__(self, steps: int = 300, lr: float = 0.5, l2: float = 1e-3):
+        self.steps, self.lr, self.l2 = steps, lr, l2
+        self.w: np.ndarray | None = None
+        self.b = 0.0
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> PathwayClassifier:
+        w, b = np.zeros(x.shape[1], dtype=np.float64), 0.0
+        pos = max(1.0, float(y.sum()))
+        neg = max(1.0, float(len(y) - y.sum()))
+        weight = np.where(y == 1, len(y) / (2 * pos), len(y) / (2 * neg))  # balanced classes
+        for _ in range(self.steps):
+            p = 1.0 / (1.0 + np.exp(-(x @ w + b)))
+            g = weight * (p - y)
+            w -= self.lr * (x.T @ g / len(y) + self.l2 * w)
+            b -= self.lr * float(g.mean())
+        self.w, self.b = w, b
+        return self
+
+    def logodds(self, x: np.ndarray) -> np.ndarray:
+        assert self.w is not None, "fit first"
+        return x @ self.w + self.b

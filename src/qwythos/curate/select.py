@@ -1,0 +1,296 @@
+"""Steps 7-10: difficulty, budgeted diverse selection, curriculum order, and active-learning re-selection.
+
+Difficulty is the mean percentile (within a pathway) of solution steps, response length and, when a model
+is given, its per-sample loss. Selection walks candidates by quality x difficulty^w and keeps one unless
+its pathway's sample or token budget is full (it goes to the pool for later rounds) or its embedding is
+closer than tau to one already kept (DEITA's diversity rule; rejected with the neighbour as evidence).
+``select_next`` is what the trainer calls between rounds: it re-ranks the pool by the current model's
+instruction-following difficulty (IFD, Li et al. 2023) under the same budgets; ``score_with_model``
+computes that IFD and the loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import from_dict
+from .config import Budget, CurriculumConfig
+from .records import Record
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- step 7: difficulty
+
+
+def percentile(values: np.ndarray) -> np.ndarray:
+    """Rank of each value in [0, 1] (ties share their mean rank); one value -> 0.5."""
+    if len(values) < 2:
+        return np.full(len(values), 0.5)
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    uniq, inverse = np.unique(values, return_inverse=True)
+    mean_rank = np.bincount(inverse, weights=ranks) / np.bincount(inverse)
+    return mean_rank[inverse] / (len(values) - 1)
+
+
+def difficulty(pathways: np.ndarray, features: list[np.ndarray]) -> np.ndarray:
+    """Mean percentile of each feature within each pathway, in [0, 1] (NaN features are left out)."""
+    out = np.zeros(len(pathways))
+    for p in np.unique(pathways):
+        rows = np.flatnonzero(pathways == p)
+        ranks = []
+        for f in features:
+            v = f[rows].astype(float)
+            if np.isnan(v).all():
+                continue
+            r = np.full(len(rows), np.nan)
+            ok = ~np.isnan(v)
+            r[ok] = percentile(v[ok])
+            ranks.append(r)
+        if ranks:
+            out[rows] = np.nan_to_num(np.nanmean(np.stack(ranks), axis=0), nan=0.5)
+    return out
+
+
+def solution_steps(response: str) -> int:
+    """Steps of a worked solution: its non-empty lines, or sentences when it is one paragraph."""
+    lines = [x for x in response.splitlines() if x.strip()]
+    if len(lines) > 1:
+        return len(lines)
+    return max(1, sum(response.count(c) for c in ".!?"))
+
+
+# ---------------------------------------------------------------- step 8: budgets and diversity
+
+
+def as_budgets(budgets: dict) -> dict[str, Budget]:
+    return {
+        p: b if isinstance(b, Budget) else from_dict(Budget, b, f"budgets.{p}") for p, b in budgets.items()
+    }
+
+
+class BudgetTracker:
+    """Per-pathway sample and token budgets; a pathway without an entry is unlimited."""
+
+    def __init__(self, budgets: dict):
+        self.budgets = as_budgets(budgets)
+        self.samples: dict[str, int] = {}
+        self.tokens: dict[str, int] = {}
+
+    def fits(self, pathway: str, tokens: int) -> bool:
+        b = self.budgets.get(pathway)
+        if b is None:
+            return True
+        if b.samples is not None and self.samples.get(pathway, 0) + 1 > b.samples:
+            return False
+        return b.tokens is None or self.tokens.get(pathway, 0) + tokens <= b.tokens
+
+    def add(self, pathway: str, tokens: int) -> None:
+        self.samples[pathway] = self.samples.get(pathway, 0) + 1
+        self.tokens[pathway] = self.tokens.get(pathway, 0) + tokens
+
+    def full(self, pathways: Sequence[str]) -> bool:
+        """True when no pathway in ``pathways`` can take even a zero-token sample."""
+        return all(not self.fits(p, 0) for p in set(pathways))
+
+
+@dataclass
+class Selection:
+    kept: np.ndarray  # candidate indices in selection order
+    pool: np.ndarray  # over budget: kept for later active-learning rounds
+    similar: dict[int, tuple[int, float]]  # candidate -> (kept neighbour, cosine)
+
+
+def select(
+    score: np.ndarray,
+    pathways: np.ndarray,
+    tokens: np.ndarray,
+    budgets: dict,
+    embed: Callable[[np.ndarray], np.ndarray] | None,
+    tau: float,
+    block: int = 512,
+) -> Selection:
+    """Greedy selection by descending score under budgets, skipping near-neighbours (cosine > tau).
+
+    ``embed(indices) -> (n, d)`` L2-normalised vectors, called lazily in blocks of candidates."""
+    order = np.lexsort((np.arange(len(score)), -score))
+    tracker = BudgetTracker(budgets)
+    kept: list[int] = []
+    pool: list[int] = []
+    similar: dict[int, tuple[int, float]] = {}
+    kept_vecs: dict[str, list[np.ndarray]] = {}
+    kept_ids: dict[str, list[int]] = {}
+    diverse = embed is not None and tau < 1.0
+    for lo in range(0, len(order), block):
+        chunk = order[lo : lo + block]
+        fits = [i for i in chunk if tracker.fits(pathways[i], int(tokens[i]))]
+        vecs = dict(zip(fits, embed(np.asarray(fits)), strict=True)) if diverse and fits else {}
+        matrices = {p: np.stack(v) for p, v in kept_vecs.items() if v} if diverse else {}
+        for i in chunk:
+            p, t = pathways[i], int(tokens[i])
+            if not tracker.fits(p, t):
+                pool.append(int(i))
+                continue
+            if diverse:
+                v = vecs[i]
+                best, best_j = -1.0, -1
+                if p in matrices:  # kept before this block
+                    sims = matrices[p] @ v
+                    j = int(np.argmax(sims))
+                    best, best_j = float(sims[j]), kept_ids[p][j]
+                n_before = len(matrices[p]) if p in matrices else 0
+                for j, u in zip(kept_ids.get(p, [])[n_before:], kept_vecs.get(p, [])[n_before:], strict=True):
+                    s = float(u @ v)  # kept earlier in this block
+                    if s > best:
+                        best, best_j = s, j
+                if best > tau:
+                    similar[int(i)] = (best_j, best)
+                    continue
+                kept_vecs.setdefault(p, []).append(v)
+                kept_ids.setdefault(p, []).append(int(i))
+            tracker.add(p, t)
+            kept.append(int(i))
+        if tracker.full(pathways[order[lo + block :]]) and lo + block < len(order):
+            pool.extend(int(i) for i in order[lo + block :])
+            break
+    return Selection(np.asarray(kept, dtype=np.int64), np.asarray(pool, dtype=np.int64), similar)
+
+
+# ---------------------------------------------------------------- step 9: curriculum
+
+
+def curriculum(
+    diff: np.ndarray, ids: Sequence[str], cfg: CurriculumConfig
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """(order: positions of the selected records in training order, stage per record, stage summary)."""
+    n = len(diff)
+    if cfg.order == "none":
+        return np.arange(n), np.zeros(n, dtype=np.int64), [{"stage": 0, "count": n}]
+    if cfg.order == "easy_to_hard":
+        order = np.lexsort((np.arange(n), diff))
+        return order, np.zeros(n, dtype=np.int64), [{"stage": 0, "count": n}]
+    # staged: difficulty quantiles; inside a stage a seeded shuffle interleaves the pathways
+    edges = np.quantile(diff, np.linspace(0, 1, cfg.stages + 1)[1:-1]) if n else np.array([])
+    stage = np.searchsorted(edges, diff, side="right").astype(np.int64)
+    import xxhash
+
+    shuffle = np.asarray([xxhash.xxh3_64_intdigest(f"{cfg.seed}:{i}") for i in ids], dtype=np.uint64)
+    order = np.lexsort((shuffle, stage))
+    summary = []
+    for s in range(cfg.stages):
+        rows = diff[stage == s]
+        summary.append(
+            {
+                "stage": s,
+                "count": int(len(rows)),
+                "difficulty": [float(rows.min()), float(rows.max())] if len(rows) else None,
+            }
+        )
+    return order, stage, summary
+
+
+# ---------------------------------------------------------------- step 10: active learning
+
+
+def response_tokens(record: Record) -> int:
+    tokens = record.meta.get("tokens")
+    if isinstance(tokens, int):
+        return tokens
+    from ..eval.metrics import words
+
+    return len(words(record.text))
+
+
+def select_next(
+    pool: list[Record],
+    scores: dict[str, dict[str, float]],
+    budgets: dict,
+    exclude_ids: set[str] | None = None,
+    max_ifd: float = 1.0,
+) -> list[Record]:
+    """The next active-learning batch: pool records the current model finds hardest to follow.
+
+    Ranks by IFD (descending; loss breaks ties), drops records already used (``exclude_ids``), records
+    without a finite score, and IFD >= ``max_ifd`` (the prompt does not help: likely misaligned, as in
+    Li et al. 2023), then fills the per-pathway sample/token ``budgets`` ({pathway: {samples, tokens}})."""
+    exclude_ids = exclude_ids or set()
+    candidates = []
+    for r in pool:
+        s = scores.get(r.id)
+        if r.id in exclude_ids or s is None:
+            continue
+        ifd, loss = float(s.get("ifd", math.nan)), float(s.get("loss", math.nan))
+        if math.isfinite(ifd) and math.isfinite(loss) and ifd < max_ifd:
+            candidates.append((-ifd, -loss, r.id, r))
+    candidates.sort(key=lambda c: c[:3])
+    tracker = BudgetTracker(budgets)
+    chosen = []
+    for *_, r in candidates:
+        t = response_tokens(r)
+        if tracker.fits(r.pathway, t):
+            tracker.add(r.pathway, t)
+            chosen.append(r)
+    return chosen
+
+
+def score_with_model(model, tokenizer, records: list[Record], batch_size: int = 8, max_tokens: int = 1024):
+    """Per-record {"loss", "ifd"} under ``model`` (a qwythos PathwayLM, e.g. from ``load_model``).
+
+    loss = mean token cross-entropy of the last assistant message given the conversation before it;
+    ifd = loss / (the same message's loss with no prompt). Sequences are cut to ``max_tokens`` (right);
+    a record whose response is cut away entirely scores NaN. Rendering uses the tokenizer's chat
+    template; this is the one place to swap in the trainer's renderer."""
+    import torch
+
+    def render(messages: list[dict]) -> tuple[list[int], int]:
+        """Token ids of the chat, and the index of the first response token."""
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prefix = tokenizer.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(messages[: last + 1], tokenize=False)
+        if not full.startswith(prefix):
+            raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
+        enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        first = next(
+            (k for k, (a, _) in enumerate(enc["offset_mapping"]) if a >= len(prefix)), len(enc["input_ids"])
+        )
+        return enc["input_ids"][:max_tokens], first
+
+    rows = []  # (record index, which: 0 conditional / 1 response alone, ids, first response token)
+    for i, r in enumerate(records):
+        last = max(k for k, m in enumerate(r.messages) if m["role"] == "assistant")
+        rows.append((i, 0, *render(r.messages)))
+        rows.append((i, 1, *render([r.messages[last]])))
+    losses = np.full((len(records), 2), np.nan)
+    rows.sort(key=lambda x: len(x[2]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for lo in range(0, len(rows), batch_size):
+            batch = rows[lo : lo + batch_size]
+            T = max(len(b[2]) for b in batch)
+            ids = torch.full((len(batch), T), pad, dtype=torch.long)
+            valid = torch.zeros((len(batch), T), dtype=torch.bool)
+            target = torch.zeros((len(batch), T), dtype=torch.bool)  # positions whose token is scored
+            for k, (_, _, x, first) in enumerate(batch):
+                ids[k, : len(x)] = torch.tensor(x)
+                valid[k, : len(x)] = True
+                target[k, max(first, 1) : len(x)] = True
+            logits = model(ids.to(device), key_valid=valid.to(device)).logits.float()  # (B, T, V)
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2), ids[:, 1:].to(device), reduction="none"
+            )  # (B, T-1): loss of token t+1
+            mask = target[:, 1:].to(device)
+            per_row = (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
+            for k, (i, which, _, _) in enumerate(batch):
+                losses[i, which] = per_row[k].item() if mask[k].any() else math.nan
+    return {
+        r.id: {"loss": float(losses[i, 0]), "ifd": float(losses[i, 0] / losses[i, 1])}
+        for i, r in enumerate(records)
+    }
