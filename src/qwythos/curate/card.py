@@ -96,7 +96,7 @@ def _plots(folder: Path, manifest: dict, reduce) -> list[str]:
     save(fig, "pathways")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist(reduce.difficulty[sel], bins=30)
+    ax.hist(reduce.diff[sel], bins=30)
     ax.set(xlabel="difficulty (percentile within pathway)", ylabel="records", title="Difficulty (selected)")
     save(fig, "difficulty")
 

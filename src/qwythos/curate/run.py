@@ -263,7 +263,7 @@ class Reduce:
         self.alive = np.ones(self.n, dtype=bool)
         self.rejected: list[tuple[int, str, str, str]] = []  # (row, step, reason, evidence)
         self.embed_logodds = np.full(self.n, np.nan)
-        self.difficulty = np.zeros(self.n)
+        self.diff = np.zeros(self.n)
         self.loss = np.full(self.n, np.nan)
 
     def column(self, name: str, rows: np.ndarray) -> list:
@@ -285,7 +285,9 @@ class Reduce:
     def run(self, counts: Counter, timings: dict) -> None:
         for name in ("dedup_exact", "dedup_near", "label_embed", "difficulty", "select"):
             t = time.time()
+            counts[f"{name}:in"] = int(self.alive.sum())
             getattr(self, name)(counts)
+            counts[f"{name}:out"] = int(self.alive.sum())
             timings[name] = time.time() - t
 
     # steps 2-3: dedup (seeded with the core first)
@@ -335,7 +337,7 @@ class Reduce:
     def label_embed(self, counts: Counter) -> None:
         cfg = self.cfg.label
         unsure = np.flatnonzero(self.alive & self.needs_embed)
-        counts["label:unsure"] = len(unsure)
+        counts["label_embed:unsure"] = len(unsure)
         if not len(unsure):
             return
         sure = self.alive & ~self.needs_embed & np.isin(self.pathway, ["reasoning", "narrative"])
@@ -359,7 +361,7 @@ class Reduce:
             r = Record("", "", [])
             set_label(r, self.logodds[i] + zi)
             if r.pathway != self.pathway[i]:
-                counts["label:changed_by_embedding"] += 1
+                counts["label_embed:changed"] += 1
             self.pathway[i], self.confidence[i] = r.pathway, r.pathway_confidence
 
     # step 7: difficulty
@@ -368,7 +370,7 @@ class Reduce:
         if self.cfg.difficulty.model and len(rows):
             self.loss[rows] = self.model_loss(rows)
         feats = [self.steps[rows], self.response_tokens[rows].astype(float), self.loss[rows]]
-        self.difficulty[rows] = difficulty(self.pathway[rows], feats)
+        self.diff[rows] = difficulty(self.pathway[rows], feats)
 
     def model_loss(self, rows: np.ndarray) -> np.ndarray:
         from ..model.formats import load_model
@@ -386,7 +388,7 @@ class Reduce:
     def select(self, counts: Counter) -> None:
         s = self.cfg.select
         rows = np.flatnonzero(self.alive)
-        score = self.quality[rows] * np.power(np.maximum(self.difficulty[rows], 1e-3), s.difficulty_weight)
+        score = self.quality[rows] * np.power(np.maximum(self.diff[rows], 1e-3), s.difficulty_weight)
         embedder = Embedder(s.embed, self.work / "embeddings")
 
         def embed(idx: np.ndarray) -> np.ndarray:
@@ -400,7 +402,7 @@ class Reduce:
         self.pool = rows[np.sort(result.pool)]
         kept = rows[result.kept]
         order, stage, self.stages = curriculum(
-            self.difficulty[kept], [self.ids[i] for i in kept], self.cfg.curriculum
+            self.diff[kept], [self.ids[i] for i in kept], self.cfg.curriculum
         )
         self.selected = kept[order]
         self.stage = stage[order]
@@ -424,7 +426,7 @@ def _output_table(reduce: Reduce, rows: np.ndarray, stage: np.ndarray, first: in
     cols["meta"] = metas
     cols["pathway"] = reduce.pathway[rows].tolist()
     cols["pathway_confidence"] = reduce.confidence[rows].tolist()
-    cols["difficulty"] = reduce.difficulty[rows].round(6).tolist()
+    cols["difficulty"] = reduce.diff[rows].round(6).tolist()
     cols["quality"] = reduce.quality[rows].round(6).tolist()
     cols["tokens"] = reduce.tokens[rows].tolist()
     cols["stage"] = stage.tolist()

@@ -181,7 +181,7 @@ def curriculum(
     stage = np.searchsorted(edges, diff, side="right").astype(np.int64)
     import xxhash
 
-    shuffle = np.asarray([xxhash.xxh3_64_intdigest(f"{cfg.seed}:{i}") for i in ids], dtype=np.uint64)
+    shuffle = np.asarray([xxhash.xxh3_64_intdigest(f"{cfg.seed}:{i}".encode()) for i in ids], dtype=np.uint64)
     order = np.lexsort((shuffle, stage))
     summary = []
     for s in range(cfg.stages):
