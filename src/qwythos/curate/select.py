@@ -252,13 +252,13 @@ def score_with_model(model, tokenizer, records: list[Record], batch_size: int = 
     def render(messages: list[dict]) -> tuple[list[int], int]:
         """Token ids of the chat, and the index of the first response token."""
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        prefix = tokenizer.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(messages[: last + 1], tokenize=False)
-        if not full.startswith(prefix):
-            raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
+        start = full.rfind(messages[last]["content"])
+        if start < 0:
+            raise ValueError("the chat template does not render the response text verbatim")
         enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
         first = next(
-            (k for k, (a, _) in enumerate(enc["offset_mapping"]) if a >= len(prefix)), len(enc["input_ids"])
+            (k for k, (a, _) in enumerate(enc["offset_mapping"]) if a >= start), len(enc["input_ids"])
         )
         return enc["input_ids"][:max_tokens], first
 
