@@ -6,12 +6,12 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from unit.curate.curate_data import math_rows, story_rows, write_csv, write_jsonl, write_parquet
 
 from qwythos.config import ConfigError
 from qwythos.curate import read_dataset, read_pool
 from qwythos.curate.ngrams import words
 from qwythos.curate.run import curate
+from unit.curate.curate_data import math_rows, story_rows, write_csv, write_jsonl, write_parquet
 
 FAST = [
     "executor.workers=1",
