@@ -104,3 +104,117 @@ def test_top_p_keeps_the_nucleus():
     kept = filter_logits(logits, top_k=0, top_p=0.7)
     assert torch.isfinite(kept).tolist() == [True, True, False, False]
     assert torch.isfinite(filter_logits(logits, top_k=1, top_p=1.0)).sum() == 1
+
+
+def uncached_greedy(model, prompt: list[int], n: int, routing) -> list[int]:
+    """The reference: recompute the whole sequence for every token (no KV cache)."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(torch.tensor([ids]), routing=routing).logits[0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+@pytest.mark.parametrize("mode", ["soft", "top1", "force=narrative"])
+def test_cached_equals_uncached(engine, mode):
+    routing = parse_routing(mode, engine.pathways)
+    for p in prompts(engine)[:2]:
+        done = engine.generate([Request(p, SamplingParams(max_new_tokens=8, ignore_eos=True))], routing)[0]
+        assert done.token_ids == uncached_greedy(engine.model, p, 8, routing)
+
+
+def test_cached_equals_uncached_on_an_exported_mixtral(tmp_path, tiny_base):
+    from qwythos.model.formats import export_mixtral, load_model
+
+    model, folder = build_model(tiny_base, PathwayConfig(rank=4))
+    randomise(model, seed=5)
+    out = export_mixtral(model, tmp_path / "mx", tokenizer_src=folder, mode="soft")
+    mx, tok, mode = load_model(out)
+    eng = Engine(mx, tok, mode)
+    p = tok.encode("Once upon a time")
+    done = eng.generate([Request(p, SamplingParams(max_new_tokens=6, ignore_eos=True))])[0]
+    assert done.token_ids == uncached_greedy(mx, p, 6, parse_routing(mode, eng.pathways))
+    assert done.gates.shape == (6, 3, 2)
+
+
+def test_rows_joining_a_running_batch_decode_as_if_alone(engine):
+    """Continuous batching: a request that joins mid-way (longer prompt, other gear) changes nothing."""
+    from qwythos.inference.engine import DecodeBatch
+
+    a, b, c = prompts(engine)
+    long_b = b + a  # longer than a's prompt + steps so far: the running cache is shifted right
+    q = SamplingParams(max_new_tokens=8, ignore_eos=True)
+    reqs = [Request(a, q), Request(long_b, q, gear_bias=[0.0, 2.0]), Request(c, q)]
+    alone = [engine.generate([r])[0] for r in reqs]
+    batch = DecodeBatch(engine)
+    rows = batch.add([reqs[0]])
+    batch.step()
+    batch.step()
+    rows += batch.add([reqs[1]])
+    for _ in range(3):
+        batch.step()
+    rows += batch.add([reqs[2]])
+    while batch.rows:
+        batch.step()
+    for row, ref in zip(rows, alone, strict=True):
+        done = row.completion(True)
+        assert done.token_ids == ref.token_ids
+        torch.testing.assert_close(done.gates, ref.gates, atol=1e-5, rtol=1e-5)
+
+
+def test_logprobs_match_a_full_forward(engine):
+    p = prompts(engine)[1]
+    q = SamplingParams(max_new_tokens=4, ignore_eos=True, logprobs=3, prompt_logprobs=2)
+    done = engine.generate([Request(p, q)])[0]
+    full = torch.tensor([p + done.token_ids])
+    with torch.no_grad():
+        ref = torch.log_softmax(engine.model(full).logits[0].float(), -1)  # (T, V)
+    assert done.prompt_logprobs[0] is None and len(done.prompt_logprobs) == len(p)
+    for j in range(1, len(p)):
+        lp = done.prompt_logprobs[j]
+        assert lp.token_id == p[j] and abs(lp.logprob - float(ref[j - 1, p[j]])) < 1e-4
+        assert [t for t, _ in lp.top] == ref[j - 1].topk(2).indices.tolist()
+    for i, lp in enumerate(done.logprobs):
+        row = ref[len(p) - 1 + i]
+        assert abs(lp.logprob - float(row[done.token_ids[i]])) < 1e-4
+        assert lp.top[0][0] == done.token_ids[i]  # greedy: the chosen token is the most likely one
+        assert len(lp.top) == 3
+    scored = engine.generate([Request(p, SamplingParams(max_new_tokens=0, prompt_logprobs=0))])[0]
+    assert scored.token_ids == [] and [x.logprob for x in scored.prompt_logprobs[1:]] == pytest.approx(
+        [x.logprob for x in done.prompt_logprobs[1:]], abs=1e-5
+    )
+
+
+def test_pieces_and_events_follow_the_tokens(engine):
+    p = prompts(engine)[0]
+    events = []
+    q = SamplingParams(max_new_tokens=6, ignore_eos=True)
+    done = engine.generate([Request(p, q, on_event=events.append)])[0]
+    assert [e.token_id for e in events] == done.token_ids
+    assert "".join(done.pieces) == done.text == "".join(e.delta for e in events)
+    assert events[-1].finish_reason == "length" and all(e.finish_reason is None for e in events[:-1])
+
+
+def test_scheduler_batches_concurrent_requests_and_cancels(engine):
+    from qwythos.inference.scheduler import Job, QueueFull, Scheduler
+
+    ps = prompts(engine)
+    q = SamplingParams(max_new_tokens=6, ignore_eos=True)
+    soft, top1 = parse_routing("soft", engine.pathways), parse_routing("top1", engine.pathways)
+    alone = [engine.generate([Request(p, q)], r)[0] for p, r in zip(ps, (soft, top1, soft), strict=True)]
+    sched = Scheduler(engine, max_batch=4, max_queue=8)
+    jobs = sched.submit([Job(Request(p, q), r) for p, r in zip(ps, (soft, top1, soft), strict=True)])
+    slow = Job(Request(ps[0], SamplingParams(max_new_tokens=400, ignore_eos=True)), soft)
+    sched.submit([slow])
+    sched.start()
+    for j, ref in zip(jobs, alone, strict=True):
+        assert j.wait(30).token_ids == ref.token_ids and j.first_token is not None
+    slow.cancel()
+    assert slow.wait(30).finish_reason == "abort" and len(slow.completion.token_ids) < 400
+    with pytest.raises(QueueFull):
+        sched.submit([Job(Request(ps[0], q), soft) for _ in range(9)])
+    late = sched.submit([Job(Request(ps[1], q), soft)])[0]
+    sched.stop(drain=True, timeout=30)  # graceful: the queued request still finishes
+    assert late.done.is_set() and len(late.completion.token_ids) == 6
+    with pytest.raises(RuntimeError, match="shutting down"):
+        sched.submit([Job(Request(ps[1], q), soft)])

@@ -1,7 +1,10 @@
 """KV-cached generation for pathway models (native or loaded from a Mixtral export), with gate traces.
 
-``Engine.generate`` decodes a batch of requests together: prompts are left-padded into one KV cache,
-finished rows leave the batch, and every generated token carries its per-layer gate weights (L, P).
+A ``DecodeBatch`` decodes requests that share one routing mode: new requests are prefilled together (left
+padded) and merged into the running KV cache, every step decodes one token for each row, finished or
+cancelled rows leave at once. ``Engine.generate`` runs one batch to the end (static batching);
+``scheduler.Scheduler`` feeds batches from a queue (continuous batching). Every generated token carries
+its per-layer gate weights (L, P).
 """
 
 from __future__ import annotations
@@ -13,10 +16,30 @@ import torch
 
 from ..model.block import Routing
 from ..model.transformer import PathwayLM
-from .sampling import SamplingParams, make_generator, sample_token
+from .kv import BatchCache
+from .sampling import SamplingParams, make_generator, sample_token, top_logprobs
 
 SOFT = Routing()
 TokenCallback = Callable[[int, str, torch.Tensor | None], None]  # (token_id, text_delta, gates (L, P))
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]  # (token_id, logprob), most likely first
+
+
+@dataclass
+class TokenEvent:
+    """One generated token, as streamed to ``Request.on_event``."""
+
+    token_id: int
+    delta: str  # text that became final with this token (may be empty: held back for a stop string)
+    piece: str  # this token's own text
+    gates: torch.Tensor | None  # (L, P)
+    logprob: TokenLogprob | None
+    finish_reason: str | None  # set on the last token of the request
 
 
 @dataclass
@@ -25,15 +48,20 @@ class Request:
     params: SamplingParams = field(default_factory=SamplingParams)
     gear_bias: list[float] | None = None  # per-pathway logit offsets for this request
     on_token: TokenCallback | None = None  # streaming: called for every generated token
+    on_event: Callable[[TokenEvent], None] | None = None  # streaming with pieces and logprobs
+    cancelled: bool = False  # set from any thread: the request leaves its batch at the next step
 
 
 @dataclass
 class Completion:
     token_ids: list[int]
     text: str
-    finish_reason: str  # "stop" (eos or stop string) | "length"
+    finish_reason: str  # "stop" (eos or stop string) | "length" | "abort" (cancelled)
     gates: torch.Tensor | None  # (n_generated, L, P) gate weights, with trace
     prompt_tokens: int
+    pieces: list[str] = field(default_factory=list)  # each generated token's own text
+    logprobs: list[TokenLogprob] | None = None  # with params.logprobs
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # with params.prompt_logprobs; first is None
 
     def summary(self) -> torch.Tensor | None:
         """One gate vector per token (mean over layers): (n_generated, P)."""
@@ -48,11 +76,12 @@ class TextStream:
         self.ids: list[int] = []
         self.emitted = 0
         self.text = ""
+        self.full = ""
         self.stopped = False
 
     def add(self, token_id: int) -> str:
         self.ids.append(token_id)
-        full = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        self.full = full = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         hits = [i for s in self.stop if (i := full.find(s, max(0, self.emitted - len(s)))) != -1]
         if hits:
             self.text, self.stopped = full[: min(hits)], True
@@ -85,11 +114,221 @@ def eos_ids(model: PathwayLM, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+class _Row:
+    """One request's decoding state inside a batch."""
+
+    def __init__(self, engine: Engine, request: Request):
+        p = request.params
+        self.request, self.params = request, p
+        self.stream = TextStream(engine.tokenizer, p.stop)
+        self.generator = make_generator(p.seed)
+        self.context = list(request.prompt_ids)  # prompt + generated, for the repetition penalty
+        self.gates: list[torch.Tensor] = []
+        self.pieces: list[str] = []
+        self.logprobs: list[TokenLogprob] | None = [] if p.logprobs is not None else None
+        self.prompt_logprobs: list[TokenLogprob | None] | None = None
+        self.finish: str | None = None
+        self.position = len(request.prompt_ids)  # position id of the next input token
+        self._prev = ""  # decoded text before the last token (for pieces)
+
+    def completion(self, trace: bool) -> Completion:
+        gates = (torch.stack(self.gates) if self.gates else torch.empty(0)) if trace else None
+        return Completion(
+            token_ids=self.stream.ids,
+            text=self.stream.text,
+            finish_reason=self.finish or "length",
+            gates=gates,
+            prompt_tokens=len(self.request.prompt_ids),
+            pieces=self.pieces,
+            logprobs=self.logprobs,
+            prompt_logprobs=self.prompt_logprobs,
+        )
+
+
+class DecodeBatch:
+    """Requests decoded together under one routing (mode, force, temperature); gear bias per row."""
+
+    def __init__(self, engine: Engine, routing: Routing = SOFT, trace: bool = True):
+        self.engine, self.routing, self.trace = engine, routing, trace
+        self.rows: list[_Row] = []
+        self.cache: BatchCache | None = None
+        self.bias = torch.zeros(0, len(engine.pathways))  # (B, P)
+        self.done: list[_Row] = []  # rows finished since the caller last collected them
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _routing(self, bias: torch.Tensor) -> Routing:
+        if not bool(bias.abs().sum() > 0):
+            return self.routing
+        r = self.routing
+        return Routing(r.mode, r.force, bias, r.temperature)
+
+    def add(self, requests: list[Request]) -> list[_Row]:
+        """Prefill these requests together and sample their first token; the unfinished ones join."""
+        rows = [_Row(self.engine, r) for r in requests]
+        work = [w for w in rows if w.params.max_new_tokens > 0 or w.params.prompt_logprobs is not None]
+        for w in rows:
+            if w not in work:
+                w.finish = "length"
+                self.done.append(w)
+        if not work:
+            return rows
+        lens = [len(w.request.prompt_ids) for w in work]
+        B, T0, P = len(work), max(lens), len(self.engine.pathways)
+        ids = torch.full((B, T0), self.engine.pad_id, dtype=torch.long)
+        valid = torch.zeros(B, T0, dtype=torch.bool)
+        for b, w in enumerate(work):
+            ids[b, T0 - lens[b] :] = torch.tensor(w.request.prompt_ids)
+            valid[b, T0 - lens[b] :] = True
+        pos = (valid.long().cumsum(1) - 1).clamp_min(0)
+        bias = torch.tensor([w.request.gear_bias or [0.0] * P for w in work], dtype=torch.float32)
+        cache = self.engine.model_cache(B, T0 + 16)
+        cache.reserve(T0, valid)
+        want_prompt = any(w.params.prompt_logprobs is not None for w in work)
+        out = self.engine.model(
+            ids,
+            position_ids=pos,
+            key_valid=cache.key_valid(T0),
+            cache=cache,
+            routing=self._routing(bias),
+            last_only=not want_prompt,
+            trace=self.trace,
+        )
+        if want_prompt:
+            for b, w in enumerate(work):
+                if w.params.prompt_logprobs is not None:
+                    w.prompt_logprobs = _prompt_logprobs(
+                        out.logits[b, T0 - lens[b] :], w.request.prompt_ids, w.params.prompt_logprobs
+                    )
+        logits = out.logits[:, -1].float()  # (B, V)
+        gates = None if out.gates is None else out.gates[:, -1]  # (B, L, P)
+        keep = []
+        for b, w in enumerate(work):
+            if w.params.max_new_tokens == 0:
+                w.finish = "length"
+                self.done.append(w)
+            elif self._emit(w, logits[b], None if gates is None else gates[b]):
+                keep.append(b)
+        if keep:
+            if len(keep) < B:
+                cache.select(keep)
+            joining = [work[b] for b in keep]
+            if self.cache is None:
+                self.cache = cache
+            else:
+                self.cache.merge(cache)
+            self.rows += joining
+            self.bias = torch.cat([self.bias, bias[keep]])
+        return rows
+
+    def step(self) -> None:
+        """Decode one token for every row; rows that finish (or were cancelled) leave the batch."""
+        for w in self.rows:
+            if w.request.cancelled and w.finish is None:
+                w.finish = "abort"
+        self._drop_finished()
+        if not self.rows:
+            return
+        B = len(self.rows)
+        ids = torch.tensor([[w.context[-1]] for w in self.rows])
+        pos = torch.tensor([[w.position] for w in self.rows])
+        self.cache.reserve(1, torch.ones(B, 1, dtype=torch.bool))
+        out = self.engine.model(
+            ids,
+            position_ids=pos,
+            key_valid=self.cache.key_valid(1),
+            cache=self.cache,
+            routing=self._routing(self.bias),
+            last_only=True,
+            trace=self.trace,
+        )
+        logits = out.logits[:, -1].float()
+        gates = None if out.gates is None else out.gates[:, -1]
+        for b, w in enumerate(self.rows):
+            w.position += 1
+            self._emit(w, logits[b], None if gates is None else gates[b])
+        self._drop_finished()
+
+    def _drop_finished(self) -> None:
+        keep = [b for b, w in enumerate(self.rows) if w.finish is None]
+        if len(keep) == len(self.rows):
+            return
+        self.done += [w for w in self.rows if w.finish is not None]
+        self.rows = [self.rows[b] for b in keep]
+        self.bias = self.bias[keep]
+        if self.rows:
+            self.cache.select(keep)
+        else:
+            self.cache = None
+
+    def collect(self) -> list[_Row]:
+        done, self.done = self.done, []
+        return done
+
+    def _emit(self, w: _Row, logits: torch.Tensor, gates: torch.Tensor | None) -> bool:
+        """Sample w's next token from logits (V,); stream it; True while w goes on."""
+        p = w.params
+        context = torch.tensor(w.context) if p.repetition_penalty != 1.0 else torch.empty(0, dtype=torch.long)
+        tok = sample_token(logits, p, context, w.generator)
+        lp = None
+        if w.logprobs is not None:
+            logprobs = torch.log_softmax(logits, -1)
+            lp = TokenLogprob(tok, float(logprobs[tok]), top_logprobs(logprobs, p.logprobs))
+            w.logprobs.append(lp)
+        w.context.append(tok)
+        if gates is not None:
+            w.gates.append(gates)
+        stream = w.stream
+        if tok in self.engine.eos and not p.ignore_eos:
+            w.finish = "stop"
+            stream.ids.append(tok)  # counted as generated, not decoded into the text
+            delta, piece = stream.finish(), ""
+        else:
+            delta = stream.add(tok)
+            piece = _piece(w._prev, stream.full)
+            w._prev = stream.full
+            if stream.stopped:
+                w.finish = "stop"
+            elif len(stream.ids) >= p.max_new_tokens:
+                w.finish, delta = "length", delta + stream.finish()
+        w.pieces.append(piece)
+        r = w.request
+        if r.on_token is not None:
+            r.on_token(tok, delta, gates)
+        if r.on_event is not None:
+            r.on_event(TokenEvent(tok, delta, piece, gates, lp, w.finish))
+        return w.finish is None
+
+
+def _piece(prev: str, cur: str) -> str:
+    """The text one token added (an incomplete UTF-8 character shows once it is complete)."""
+    prev = prev.rstrip("\ufffd")
+    return cur[len(prev) :].rstrip("\ufffd") if cur.startswith(prev) else cur.rstrip("\ufffd")
+
+
+def _prompt_logprobs(logits: torch.Tensor, ids: list[int], k: int) -> list[TokenLogprob | None]:
+    """logits (T, V) over the prompt -> [None, logprob of token 1 given token 0, ...]."""
+    logprobs = torch.log_softmax(logits[:-1].float(), -1)  # (T-1, V)
+    target = torch.tensor(ids[1:])
+    chosen = logprobs.gather(1, target[:, None])[:, 0].tolist()
+    tops = torch.topk(logprobs, k, dim=-1) if k > 0 else None
+    out: list[TokenLogprob | None] = [None]
+    for j, tid in enumerate(ids[1:]):
+        top = (
+            [] if tops is None else list(zip(tops.indices[j].tolist(), tops.values[j].tolist(), strict=True))
+        )
+        out.append(TokenLogprob(tid, chosen[j], top))
+    return out
+
+
 class Engine:
     def __init__(self, model: PathwayLM, tokenizer, mode: str = "soft"):
         self.model, self.tokenizer, self.default_mode = model.eval(), tokenizer, mode
         self.eos = eos_ids(model, tokenizer)
         self.max_len = model.config.arch.max_position_embeddings
+        self.vocab_size = model.config.arch.vocab_size
+        self.pad_id = tokenizer.pad_token_id or 0
 
     @property
     def pathways(self) -> list[str]:
@@ -111,115 +350,37 @@ class Engine:
             )
         )
 
+    def model_cache(self, batch: int, capacity: int) -> BatchCache:
+        p = self.model.embed_tokens.weight
+        return BatchCache(self.model.config.arch, batch, capacity, p.dtype, p.device)
+
+    def check(self, request: Request) -> None:
+        """ValueError naming the problem if the request cannot run on this model."""
+        ids, n = request.prompt_ids, request.params.max_new_tokens
+        if not ids:
+            raise ValueError("empty prompt: send at least one token")
+        if len(ids) + n > self.max_len:
+            raise ValueError(
+                f"prompt ({len(ids)} tokens) + max_new_tokens ({n}) "
+                f"exceeds the model's context of {self.max_len} tokens"
+            )
+        if min(ids) < 0 or max(ids) >= self.vocab_size:
+            raise ValueError(f"prompt token ids must be in [0, {self.vocab_size}) for this model")
+        if request.gear_bias is not None and len(request.gear_bias) != len(self.pathways):
+            raise ValueError(f"gear_bias needs one value per pathway {self.pathways}")
+
     @torch.inference_mode()
     def generate(
         self, requests: list[Request], routing: Routing = SOFT, trace: bool = True
     ) -> list[Completion]:
-        if not requests:
-            return []
+        """Decode these requests together to the end; completions in request order."""
         for r in requests:
-            if not r.prompt_ids:
-                raise ValueError("empty prompt: send at least one token")
-            if len(r.prompt_ids) + r.params.max_new_tokens > self.max_len:
-                raise ValueError(
-                    f"prompt ({len(r.prompt_ids)} tokens) + max_new_tokens ({r.params.max_new_tokens}) "
-                    f"exceeds the model's context of {self.max_len} tokens"
-                )
-        B = len(requests)
-        lens = [len(r.prompt_ids) for r in requests]
-        T0, max_new = max(lens), max(r.params.max_new_tokens for r in requests)
-        ids = torch.full((B, T0), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        valid = torch.zeros(B, T0 + max_new, dtype=torch.bool)
-        for b, r in enumerate(requests):
-            ids[b, T0 - lens[b] :] = torch.tensor(r.prompt_ids)
-            valid[b, T0 - lens[b] :] = True
-        padded = min(lens) != T0
-        pos = (valid[:, :T0].long().cumsum(1) - 1).clamp_min(0)
-        bias = torch.tensor(
-            [r.gear_bias or [0.0] * len(self.pathways) for r in requests], dtype=torch.float32
-        )
-        has_bias = bool(bias.abs().sum() > 0)
-
-        def routed(rows_bias: torch.Tensor) -> Routing:
-            if not has_bias:
-                return routing
-            return Routing(routing.mode, routing.force, rows_bias, routing.temperature)
-
-        streams = [TextStream(self.tokenizer, r.params.stop) for r in requests]
-        gens = [make_generator(r.params.seed) for r in requests]
-        contexts = [list(r.prompt_ids) for r in requests]
-        gates: list[list[torch.Tensor]] = [[] for _ in requests]
-        finish: list[str | None] = [None] * B
-        for b, r in enumerate(requests):
-            if r.params.max_new_tokens == 0:
-                finish[b] = "length"
-
-        cache = self.model.new_cache(B, T0 + max_new)
-        out = self.model(
-            ids,
-            position_ids=pos,
-            key_valid=valid[:, :T0] if padded else None,
-            cache=cache,
-            routing=routed(bias),
-            last_only=True,
-            trace=trace,
-        )
-        logits, layer_gates, next_pos = out.logits[:, -1].float(), out.gates, pos[:, -1] + 1
-        active, keep = list(range(B)), [b for b in range(B) if finish[b] is None]
-        slot = T0  # the cache slot the next token is written to
-        while keep:
-            if len(keep) < len(active):  # rows left the batch: shrink every per-row tensor
-                k = torch.tensor([active.index(b) for b in keep])
-                cache.select(k)
-                logits, next_pos, valid, bias = logits[k], next_pos[k], valid[k], bias[k]
-                layer_gates = None if layer_gates is None else layer_gates[k]
-            active = keep
-            next_ids = []
-            for i, b in enumerate(active):
-                r = requests[b]
-                tok = sample_token(logits[i], r.params, torch.tensor(contexts[b]), gens[b])
-                contexts[b].append(tok)
-                g = None if layer_gates is None else layer_gates[i, -1]
-                if g is not None:
-                    gates[b].append(g)
-                if tok in self.eos and not r.params.ignore_eos:
-                    finish[b] = "stop"
-                    streams[b].ids.append(tok)  # counted as generated, not decoded into the text
-                    delta = streams[b].finish()
-                else:
-                    delta = streams[b].add(tok)
-                    if streams[b].stopped:
-                        finish[b] = "stop"
-                    elif len(streams[b].ids) >= r.params.max_new_tokens:
-                        finish[b], delta = "length", delta + streams[b].finish()
-                if r.on_token is not None:
-                    r.on_token(tok, delta, g)
-                next_ids.append(tok)
-            keep = [b for b in active if finish[b] is None]
-            if not keep:
-                break
-            valid[:, slot] = True
-            slot += 1
-            out = self.model(
-                torch.tensor(next_ids)[:, None],
-                position_ids=next_pos[:, None],
-                key_valid=valid[:, :slot] if padded else None,
-                cache=cache,
-                routing=routed(bias),
-                last_only=True,
-                trace=trace,
-            )
-            logits, layer_gates, next_pos = out.logits[:, -1].float(), out.gates, next_pos + 1
-        return [
-            Completion(
-                token_ids=streams[b].ids,
-                text=streams[b].text,
-                finish_reason=finish[b] or "length",
-                gates=(torch.stack(gates[b]) if gates[b] else torch.empty(0)) if trace else None,
-                prompt_tokens=lens[b],
-            )
-            for b in range(B)
-        ]
+            self.check(r)
+        batch = DecodeBatch(self, routing, trace)
+        rows = batch.add(requests)
+        while batch.rows:
+            batch.step()
+        return [w.completion(trace) for w in rows]
 
 
 def parse_routing(mode: str, pathways: list[str]) -> Routing:

@@ -17,6 +17,8 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)  # generation ends before any of these strings
     seed: int | None = None
     ignore_eos: bool = False
+    logprobs: int | None = None  # per generated token: its log-probability and this many top alternatives
+    prompt_logprobs: int | None = None  # the same for every prompt token after the first (echo scoring)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -29,6 +31,9 @@ class SamplingParams:
             raise ValueError(f"top_k ({self.top_k}) must be >= 0")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty ({self.repetition_penalty}) must be > 0")
+        for name in ("logprobs", "prompt_logprobs"):
+            if (v := getattr(self, name)) is not None and v < 0:
+                raise ValueError(f"{name} ({v}) must be >= 0 (0 = only the chosen token's log-probability)")
 
 
 def make_generator(seed: int | None) -> torch.Generator:
@@ -59,6 +64,14 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
         logits = logits.clone()
         logits[order[drop]] = float("-inf")
     return logits
+
+
+def top_logprobs(logprobs: torch.Tensor, k: int) -> list[tuple[int, float]]:
+    """The k most likely (token_id, logprob) pairs of logprobs (V,)."""
+    if k <= 0:
+        return []
+    values, ids = torch.topk(logprobs, k)
+    return list(zip(ids.tolist(), values.tolist(), strict=True))
 
 
 def sample_token(
