@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
@@ -230,6 +231,9 @@ FEATURES = ["id", "pathway", "pathway_confidence", "logodds", "needs_embed", "pr
             "sig", "tokens", "response_tokens", "steps", "quality"]  # fmt: skip
 
 
+PAYLOAD = ["id", "source", "messages", "spans", "meta"]
+
+
 class Reduce:
     """The global steps over all map outputs; holds one row per surviving record (in input order)."""
 
@@ -266,17 +270,24 @@ class Reduce:
         self.diff = np.zeros(self.n)
         self.loss = np.full(self.n, np.nan)
 
-    def column(self, name: str, rows: np.ndarray) -> list:
-        """Values of a payload column for the given global rows (read from the unit files)."""
-        out: list = [None] * len(rows)
+    def gather(self, rows: np.ndarray, columns: list[str]) -> pa.Table:
+        """Payload columns of the given global rows, in that order (each unit file is read once)."""
+        rows = np.asarray(rows, dtype=np.int64)
         unit_of = np.searchsorted(self.unit_start, rows, side="right") - 1
+        parts = []
         for u in np.unique(unit_of):
             pick = np.flatnonzero(unit_of == u)
-            col = pq.read_table(self.unit_files[u], columns=[name]).column(name)
-            values = col.take(pa.array(rows[pick] - self.unit_start[u])).to_pylist()
-            for k, v in zip(pick.tolist(), values, strict=True):
-                out[k] = v
-        return out
+            t = pq.read_table(self.unit_files[u], columns=columns).take(
+                pa.array(rows[pick] - self.unit_start[u])
+            )
+            parts.append(t.append_column("_pos", pa.array(pick, pa.int64())))
+        if not parts:
+            return pa.table({c: pa.array([], pa.string()) for c in columns})
+        t = pa.concat_tables(parts)
+        return t.take(pc.sort_indices(t, [("_pos", "ascending")])).drop_columns(["_pos"])
+
+    def column(self, name: str, rows: np.ndarray) -> list:
+        return self.gather(rows, [name]).column(name).to_pylist()
 
     def drop(self, row: int, step: str, reason: str, evidence: str = "") -> None:
         self.alive[row] = False
@@ -390,9 +401,10 @@ class Reduce:
         rows = np.flatnonzero(self.alive)
         score = self.quality[rows] * np.power(np.maximum(self.diff[rows], 1e-3), s.difficulty_weight)
         embedder = Embedder(s.embed, self.work / "embeddings")
+        etext = self.gather(rows, ["etext"]).column("etext") if s.tau < 1 else None
 
         def embed(idx: np.ndarray) -> np.ndarray:
-            return embedder(self.column("etext", rows[idx]))
+            return embedder(etext.take(pa.array(idx)).to_pylist())
 
         result = select(score, self.pathway[rows], self.tokens[rows], s.budgets, embed, s.tau)
         for c, (j, cos) in sorted(result.similar.items()):
@@ -413,8 +425,10 @@ class Reduce:
 # ---------------------------------------------------------------- outputs
 
 
-def _output_table(reduce: Reduce, rows: np.ndarray, stage: np.ndarray, first: int) -> pa.Table:
-    cols = {name: reduce.column(name, rows) for name in ("id", "source", "messages", "spans", "meta")}
+def _output_table(
+    reduce: Reduce, payload: pa.Table, rows: np.ndarray, stage: np.ndarray, first: int
+) -> pa.Table:
+    cols = {name: payload.column(name).to_pylist() for name in ("id", "source", "messages", "spans", "meta")}
     metas = []
     for m, i in zip(cols["meta"], rows.tolist(), strict=True):
         meta = json.loads(m)
@@ -454,21 +468,22 @@ def _write_shards(folder: Path, work: Path, part: str, rows: np.ndarray, size: i
 
 def write_outputs(cfg: CurateConfig, out: Path, work: Path, reduce: Reduce, reject_files: list[Path]) -> None:
     size = cfg.output.shard_size
-    reduce.shards = {
-        "data": _write_shards(
-            out / "data", work, "data", reduce.selected, size,
-            lambda rows, lo: _output_table(reduce, rows, reduce.stage[lo : lo + len(rows)], lo),
-        ),
-        "pool": _write_shards(
-            out / "pool", work, "pool", reduce.pool, size,
-            lambda rows, lo: _output_table(reduce, rows, np.zeros(len(rows), dtype=np.int64), lo),
-        ),
-    }  # fmt: skip
+    reduce.shards = {}
+    pool_stage = np.zeros(len(reduce.pool), dtype=np.int64)
+    for part, rows, stage in (("data", reduce.selected, reduce.stage), ("pool", reduce.pool, pool_stage)):
+        payload = reduce.gather(rows, PAYLOAD)
+
+        def make(chunk: np.ndarray, lo: int, payload=payload, stage=stage) -> pa.Table:
+            n = len(chunk)
+            return _output_table(reduce, payload.slice(lo, n), chunk, stage[lo : lo + n], lo)
+
+        reduce.shards[part] = _write_shards(out / part, work, part, rows, size, make)
     # rejects: the map units' own, then the reduce steps' with their records
     rows = np.asarray([r[0] for r in reduce.rejected], dtype=np.int64)
-    records = reduce.column("messages", rows)
+    payload = reduce.gather(rows, ["source", "messages"])
+    records = payload.column("messages").to_pylist()
     late = pa.table(
-        {"id": [reduce.ids[i] for i in rows], "source": reduce.column("source", rows),
+        {"id": [reduce.ids[i] for i in rows], "source": payload.column("source").to_pylist(),
          "step": [r[1] for r in reduce.rejected], "reason": [r[2] for r in reduce.rejected],
          "evidence": [r[3] for r in reduce.rejected],
          "record": [json.dumps({"messages": json.loads(m)}, ensure_ascii=False) for m in records]},
