@@ -108,6 +108,34 @@ class Selection:
     similar: dict[int, tuple[int, float]]  # candidate -> (kept neighbour, cosine)
 
 
+class _Cells:
+    """Kept vectors per (pathway, coarse cell): growing arrays, so a lookup is one matrix-vector product."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.ids: dict[tuple, list[int]] = {}
+        self.vecs: dict[tuple, np.ndarray] = {}
+
+    def nearest(self, key: tuple, v: np.ndarray) -> tuple[float, int]:
+        ids = self.ids.get(key)
+        if not ids:
+            return -1.0, -1
+        sims = self.vecs[key][: len(ids)] @ v
+        j = int(np.argmax(sims))
+        return float(sims[j]), ids[j]
+
+    def add(self, key: tuple, v: np.ndarray, i: int) -> None:
+        ids = self.ids.setdefault(key, [])
+        arr = self.vecs.get(key)
+        if arr is None or len(arr) == len(ids):
+            grown = np.zeros((max(16, 2 * len(ids)), self.dim), dtype=np.float32)
+            if arr is not None:
+                grown[: len(ids)] = arr
+            self.vecs[key] = arr = grown
+        arr[len(ids)] = v
+        ids.append(i)
+
+
 def select(
     score: np.ndarray,
     pathways: np.ndarray,
@@ -116,45 +144,46 @@ def select(
     embed: Callable[[np.ndarray], np.ndarray] | None,
     tau: float,
     block: int = 512,
+    cell_size: int = 1024,
+    probes: int = 3,
 ) -> Selection:
     """Greedy selection by descending score under budgets, skipping near-neighbours (cosine > tau).
 
-    ``embed(indices) -> (n, d)`` L2-normalised vectors, called lazily in blocks of candidates."""
+    ``embed(indices) -> (n, d)`` L2-normalised vectors, called lazily in blocks of candidates. The
+    neighbour search is exact up to ``cell_size`` candidates; beyond, kept vectors are filed under the
+    nearest of n / cell_size coarse centroids (evenly spaced candidates) and a candidate is compared with
+    the kept vectors of its ``probes`` nearest cells (IVF-style: a neighbour across cells can be missed)."""
     order = np.lexsort((np.arange(len(score)), -score))
     tracker = BudgetTracker(budgets)
     kept: list[int] = []
     pool: list[int] = []
     similar: dict[int, tuple[int, float]] = {}
-    kept_vecs: dict[str, list[np.ndarray]] = {}
-    kept_ids: dict[str, list[int]] = {}
-    diverse = embed is not None and tau < 1.0
+    diverse = embed is not None and tau < 1.0 and len(order) > 0
+    if diverse:
+        n_cells = max(1, min(4096, len(order) // cell_size))
+        centroids = embed(order[np.unique(np.linspace(0, len(order) - 1, n_cells).astype(np.int64))])
+        cells = _Cells(centroids.shape[1])
+        probes = min(probes, len(centroids))
     for lo in range(0, len(order), block):
         chunk = order[lo : lo + block]
         fits = [i for i in chunk if tracker.fits(pathways[i], int(tokens[i]))]
-        vecs = dict(zip(fits, embed(np.asarray(fits)), strict=True)) if diverse and fits else {}
-        matrices = {p: np.stack(v) for p, v in kept_vecs.items() if v} if diverse else {}
+        vecs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if diverse and fits:
+            v = embed(np.asarray(fits))
+            near = np.argsort(-(v @ centroids.T), axis=1)[:, :probes]  # (n, probes) nearest cells first
+            vecs = {i: (v[k], near[k]) for k, i in enumerate(fits)}
         for i in chunk:
             p, t = pathways[i], int(tokens[i])
             if not tracker.fits(p, t):
                 pool.append(int(i))
                 continue
             if diverse:
-                v = vecs[i]
-                best, best_j = -1.0, -1
-                if p in matrices:  # kept before this block
-                    sims = matrices[p] @ v
-                    j = int(np.argmax(sims))
-                    best, best_j = float(sims[j]), kept_ids[p][j]
-                n_before = len(matrices[p]) if p in matrices else 0
-                for j, u in zip(kept_ids.get(p, [])[n_before:], kept_vecs.get(p, [])[n_before:], strict=True):
-                    s = float(u @ v)  # kept earlier in this block
-                    if s > best:
-                        best, best_j = s, j
+                v, near = vecs[i]
+                best, best_j = max(cells.nearest((p, int(c)), v) for c in near)
                 if best > tau:
                     similar[int(i)] = (best_j, best)
                     continue
-                kept_vecs.setdefault(p, []).append(v)
-                kept_ids.setdefault(p, []).append(int(i))
+                cells.add((p, int(near[0])), v, int(i))
             tracker.add(p, t)
             kept.append(int(i))
         if tracker.full(pathways[order[lo + block :]]) and lo + block < len(order):

@@ -153,3 +153,18 @@ def test_score_with_model_batched_equals_one_by_one(tiny_model):
         logits = model(torch.tensor([ids])).logits[0]
     nll = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="none")
     assert batched["a"]["loss"] == pytest.approx(nll[n_prefix - 1 :].mean().item(), rel=1e-4)
+
+
+def test_cell_search_finds_the_same_near_copies_as_exact_search():
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(1500, 32))
+    copies = base[rng.choice(1500, 150, replace=False)] + rng.normal(scale=0.05, size=(150, 32))
+    vecs = np.concatenate([base, copies]).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    n = len(vecs)
+    score = np.concatenate([np.linspace(1, 0.5, 1500), np.linspace(0.4, 0.1, 150)])  # originals first
+    args = (score, np.array(["reasoning"] * n), np.ones(n), {}, lambda idx: vecs[idx], 0.9)
+    exact = select(*args, cell_size=10**9)
+    cells = select(*args, cell_size=100, probes=3)
+    assert set(exact.similar) == set(cells.similar) == set(range(1500, n))
+    assert np.array_equal(np.sort(exact.kept), np.sort(cells.kept))
