@@ -157,6 +157,27 @@ def _quickstart(sub) -> None:
     p.set_defaults(func=run)
 
 
+# ---------------------------------------------------------------- training
+
+
+def _train(sub) -> None:
+    p = sub.add_parser("train", help="train pathways then the gate (branch-train-mix) from a curated set")
+    p.add_argument("config", nargs="?", type=Path, default=None, help="run YAML (e.g. configs/quickstart.yaml)")
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--rounds", type=int, default=None, help="active-learning rounds after the stages")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.batch_size=8")
+
+    def run(a):
+        from .train.api import train_from_files
+
+        if a.config is not None and "=" in str(a.config) and not a.config.is_file():  # overrides only
+            a.overrides, a.config = [str(a.config), *a.overrides], None
+        print(train_from_files(a.config, a.out, a.overrides, resume=a.resume, rounds=a.rounds))
+
+    p.set_defaults(func=run)
+
+
 # ---------------------------------------------------------------- curation
 
 
@@ -188,9 +209,30 @@ def _curate(sub) -> None:
     p.set_defaults(func=run)
 
 
+# ---------------------------------------------------------------- synthetic data
+
+
+def _synth(sub) -> None:
+    p = sub.add_parser(
+        "synth", help="generate verified synthetic data with a teacher (local or OpenAI-compatible)"
+    )
+    p.add_argument("--config", type=Path, default=None, help="synth.yaml (e.g. configs/synth-seed.yaml)")
+    p.add_argument("--out", required=True, type=Path, help="run folder (rerun the same command to resume)")
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. tasks.narrative=100 teacher.kind=openai"
+    )
+
+    def run(a):
+        from .synth.run import synth
+
+        print(synth(out=a.out, config=a.config, overrides=a.overrides))
+
+    p.set_defaults(func=run)
+
+
 # ---------------------------------------------------------------- entry point
 
-VERBS = (_init, _export, _generate, _quickstart, _curate)
+VERBS = (_init, _export, _generate, _quickstart, _curate, _synth, _train)
 
 
 def build_parser() -> argparse.ArgumentParser:
