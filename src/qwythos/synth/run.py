@@ -217,7 +217,7 @@ def synth(out: str | Path, config: str | Path | None = None, overrides: list[str
                             part.stop,
                         )
                     )
-        with tqdm(total=len(requests), desc=f"turn {turn + 1}", unit="req", disable=None) as bar:
+        with tqdm(total=len(requests), desc=f"turn {turn + 1}", unit="req", mininterval=5) as bar:
             replies = cached.complete(requests, bar.update)
         it = iter(replies)
         for job in jobs:

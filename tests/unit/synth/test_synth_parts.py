@@ -63,7 +63,9 @@ def test_mixed_tasks_carry_verifiable_references():
 
 def test_reasoning_problems_from_a_file_with_and_without_answers(tmp_path):
     f = tmp_path / "p.jsonl"
-    f.write_text(json.dumps({"question": "1+1?", "answer": 2}) + "\n" + json.dumps({"question": "2+2?"}) + "\n")
+    f.write_text(
+        json.dumps({"question": "1+1?", "answer": 2}) + "\n" + json.dumps({"question": "2+2?"}) + "\n"
+    )
     assert reasoning_problems(str(f), 5, 0) == [("1+1?", "2"), ("2+2?", None)]
     with pytest.raises(FileNotFoundError, match="reasoning_source"):
         reasoning_problems(str(tmp_path / "missing.jsonl"), 1, 0)
@@ -72,7 +74,10 @@ def test_reasoning_problems_from_a_file_with_and_without_answers(tmp_path):
 def test_assembled_reply_records_exact_spans():
     (task,) = build_tasks(cfg(mixed_gm=1))
     jobs = []
-    texts = ["3 * 4 = 12 and 35 - 12 = 23.\nInventory check done.", "The merchant grins and hands you the maps."]
+    texts = [
+        "3 * 4 = 12 and 35 - 12 = 23.\nInventory check done.",
+        "The merchant grins and hands you the maps.",
+    ]
     for i, (part, text) in enumerate(zip(task.turns[0].parts, texts, strict=True)):
         job = Job(task, i, part, [])
         job.chosen = Candidate(text, True, "ok")
