@@ -107,7 +107,7 @@ class NearDedupConfig:
     engine: Literal["rensa", "datasketch"] = "rensa"  # datasketch is the slow reference
     threshold: float = 0.8  # estimated Jaccard at or above which a record is a near duplicate
     num_perm: int = 128
-    bands: int = 0  # LSH bands (0 = the datasketch optimum for the threshold)
+    bands: int = 0  # LSH bands of num_perm // bands rows (0 = the datasketch optimum for the threshold)
     shingle: int = 5  # words per shingle
     field: Literal["text", "prompt", "response"] = "text"
     seed: int = 42
@@ -115,8 +115,8 @@ class NearDedupConfig:
     def __post_init__(self):
         if not 0 < self.threshold <= 1:
             raise ConfigError(f"dedup.near.threshold ({self.threshold}) must be in (0, 1]")
-        if self.bands and self.num_perm % self.bands:
-            raise ConfigError(f"dedup.near.bands ({self.bands}) must divide num_perm ({self.num_perm})")
+        if not 0 <= self.bands <= self.num_perm:
+            raise ConfigError(f"dedup.near.bands ({self.bands}) must be in 0..num_perm ({self.num_perm})")
 
 
 @dataclass

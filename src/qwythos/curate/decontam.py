@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .ngrams import ngram_hashes, quote, words
+from .ngrams import ngram_hashes, tokens
 from .records import Record
 
 log = logging.getLogger(__name__)
+_SHIFT = np.uint64(64 - 24)  # the prefilter: one bit per top-24-bit prefix of an indexed n-gram hash
 
 
 @dataclass
@@ -28,15 +29,19 @@ class EvalIndex:
     names: list[str]  # eval record ids
     skipped: int = 0  # eval texts shorter than n words (not indexed)
 
+    def __post_init__(self):
+        self.filter = np.zeros(1 << 24, dtype=bool)
+        self.filter[self.grams >> _SHIFT] = True
+
     @classmethod
     def build(cls, records: list[Record], n: int) -> EvalIndex:
         texts, owners = [], []
         for i, r in enumerate(records):
             for text in (r.prompt, r.response):
                 if text.strip():
-                    texts.append(words(text))
+                    texts.append(text)
                     owners.append(i)
-        long = [k for k, w in enumerate(texts) if len(w) >= n]
+        long = [k for k, t in enumerate(texts) if len(tokens(t)) >= n]
         grams, offsets, _ = ngram_hashes([texts[k] for k in long], n)
         refs = np.repeat(np.asarray([owners[k] for k in long], dtype=np.int64), np.diff(offsets))
         order = np.argsort(grams, kind="stable")
@@ -69,18 +74,22 @@ class EvalIndex:
         out: list[dict | None] = [None] * len(texts)
         if not len(self.grams) or not texts:
             return out
-        docs = [words(t) for t in texts]
-        grams, offsets, positions = ngram_hashes(docs, self.n)
-        idx = np.minimum(np.searchsorted(self.grams, grams), len(self.grams) - 1)
-        hits = np.flatnonzero(self.grams[idx] == grams)
+        grams, offsets, positions = ngram_hashes(texts, self.n)
+        maybe = np.flatnonzero(self.filter[grams >> _SHIFT])  # cheap prefilter, then the exact lookup
+        idx = np.minimum(np.searchsorted(self.grams, grams[maybe]), len(self.grams) - 1)
+        found = self.grams[idx] == grams[maybe]
+        hits, idx = maybe[found], idx[found]
         if not len(hits):
             return out
         doc_of = np.searchsorted(offsets, hits, side="right") - 1
-        for h, d in zip(hits.tolist(), doc_of.tolist(), strict=True):
-            if out[d] is None and len(docs[d]) >= self.n:
+        for h, k, d in zip(hits.tolist(), idx.tolist(), doc_of.tolist(), strict=True):
+            if out[d] is None:
+                matched = tokens(texts[d])[positions[h] : positions[h] + self.n]
+                if len(matched) < self.n:  # a short text's single gram: not an n-gram match
+                    continue
                 out[d] = {
-                    "ngram": " ".join(docs[d][positions[h] : positions[h] + self.n]),
-                    "eval": self.names[int(self.refs[idx[h]])],
+                    "ngram": b" ".join(matched).decode("utf-8", "surrogatepass"),
+                    "eval": self.names[int(self.refs[k])],
                 }
         return out
 
@@ -94,6 +103,3 @@ def contamination(index: EvalIndex, records: list[Record]) -> list[tuple[str, st
             if ev is not None and out[i] is None:
                 out[i] = (f"contaminated_{part}", json.dumps({**ev, "field": part}, ensure_ascii=False))
     return out
-
-
-__all__ = ["EvalIndex", "contamination", "quote"]

@@ -14,7 +14,7 @@ import numpy as np
 import xxhash
 
 from .config import EmbedConfig
-from .ngrams import word_hashes, words
+from .ngrams import word_hashes
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +55,17 @@ class Hashing:
         self.name = f"hashing-{cfg.dim}"
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        docs = [words(t) for t in texts]
-        for row, h in enumerate(
-            word_hashes([d + [a + " " + b for a, b in zip(d, d[1:], strict=False)] for d in docs])
-        ):
-            if not h:
-                continue
-            h = np.asarray(h, dtype=np.uint64)
-            idx = (h % np.uint64(self.dim)).astype(np.int64)
-            sign = np.where((h >> np.uint64(63)) == 1, -1.0, 1.0)
-            counts = np.bincount(idx, weights=sign, minlength=self.dim)
-            out[row] = np.sign(counts) * np.log1p(np.abs(counts))
+        flat, lens = word_hashes(texts)
+        doc = np.repeat(np.arange(len(texts)), lens)
+        pair = doc[1:] == doc[:-1]  # consecutive words of one text make a bigram
+        h = np.concatenate([flat, ((flat[:-1] * np.uint64(0x100000001B3)) ^ flat[1:])[pair]])
+        d = np.concatenate([doc, doc[1:][pair]])
+        sign = np.where((h >> np.uint64(63)) == 1, -1.0, 1.0)
+        cell = d * self.dim + (h % np.uint64(self.dim)).astype(np.int64)
+        counts = np.bincount(cell, weights=sign, minlength=len(texts) * self.dim).reshape(
+            len(texts), self.dim
+        )
+        out = (np.sign(counts) * np.log1p(np.abs(counts))).astype(np.float32)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms > 0, norms, 1.0)
 
