@@ -89,7 +89,7 @@ def check_reasoning(job: Job, cfg: SynthConfig) -> None:
         reference, agreement = majority(texts, sel.min_agreement, sel.extract)
     for reply in job.replies:
         if reply.error:
-            job.candidates.append(Candidate(reply.text, False, "teacher_error"))
+            job.candidates.append(Candidate(reply.error, False, "teacher_error"))
             continue
         if reference is None:
             job.candidates.append(Candidate(reply.text, False, "no_consensus"))
@@ -107,7 +107,7 @@ def check_narratives(jobs: list[Job], cfg: SynthConfig, scorer: CoherenceScorer 
     for job in jobs:
         for reply in job.replies:
             if reply.error:
-                job.candidates.append(Candidate(reply.text, False, "teacher_error"))
+                job.candidates.append(Candidate(reply.error, False, "teacher_error"))
                 continue
             text = trim_to_sentence(reply.text) if reply.finish_reason == "length" else reply.text
             s = check_narrative(text, cfg.score, job.part.min_words, job.part.word)

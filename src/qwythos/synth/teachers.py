@@ -80,8 +80,17 @@ class LocalTeacher:
 
         replies: list[Reply | None] = [None] * len(requests)
         encoded = [self.engine.encode_chat(r.messages) for r in requests]
+        for i, (r, ids) in enumerate(zip(requests, encoded, strict=True)):
+            if len(ids) + r.max_tokens > self.engine.max_len:  # reject this one, not its whole batch
+                replies[i] = Reply(
+                    finish_reason="error",
+                    error=f"prompt ({len(ids)} tokens) + max_tokens ({r.max_tokens}) exceeds the "
+                    f"teacher's context ({self.engine.max_len})",
+                )
         # similar budgets and lengths decode together: less padding, fewer idle rows
-        order = sorted(range(len(requests)), key=lambda i: (requests[i].max_tokens, len(encoded[i])))
+        todo = [i for i in range(len(requests)) if replies[i] is None]
+        progress(len(requests) - len(todo))
+        order = sorted(todo, key=lambda i: (requests[i].max_tokens, len(encoded[i])))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             batch = [
@@ -98,13 +107,8 @@ class LocalTeacher:
                 )
                 for i in chunk
             ]
-            try:
-                done = self.engine.generate(batch, self.routing, trace=False)
-            except ValueError as e:  # e.g. a prompt longer than the context: reject, don't stop the run
-                done = None
-                for i in chunk:
-                    replies[i] = Reply(finish_reason="error", error=f"local model: {e}")
-            for i, c in zip(chunk, done or [], strict=False):
+            done = self.engine.generate(batch, self.routing, trace=False)
+            for i, c in zip(chunk, done, strict=True):
                 replies[i] = Reply(c.text.strip(), c.finish_reason, c.prompt_tokens, len(c.token_ids))
             progress(len(chunk))
         return [r or Reply(finish_reason="error", error="no reply") for r in replies]

@@ -39,8 +39,11 @@ def equivalent(prediction: str, reference: str) -> bool:
         from math_verify import parse, verify
     except ImportError:  # the [synth] extra is missing: fall back to plain sympy
         return _sympy_equal(prediction, reference)
+
     def parsed(text: str) -> list:  # a bare expression parses as LaTeX math; prose parses to nothing
-        return parse(text if "$" in text or "\\" in text else f"${text}$") if re.search(r"\d|\\", text) else []
+        return (
+            parse(text if "$" in text or "\\" in text else f"${text}$") if re.search(r"\d|\\", text) else []
+        )
 
     gold, pred = parsed(reference), parsed(prediction)
     return bool(gold and pred and verify(gold, pred))
