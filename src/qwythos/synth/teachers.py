@@ -266,8 +266,9 @@ class CachedTeacher:
                 store(unique[j], reply)
                 progress(1)
         else:
-            for start in range(0, len(unique), 256):  # local: cache after every few batches
-                chunk = unique[start : start + 256]
+            step = getattr(self.teacher, "batch_size", 32)  # local: cache after every batch
+            for start in range(0, len(unique), step):
+                chunk = unique[start : start + step]
                 for i, reply in zip(
                     chunk, self.teacher.complete([requests[i] for i in chunk], progress), strict=True
                 ):
