@@ -24,7 +24,7 @@ import pytest
 
 from qwythos.synth.cache import RequestCache
 from qwythos.synth.run import synth
-from qwythos.synth.teachers import CachedTeacher, ChatRequest, OpenAITeacher
+from qwythos.synth.teachers import CachedTeacher, ChatRequest, OpenAITeacher, complete
 
 WORDS = (
     "river lantern quiet storm harbour silver morning whisper garden mountain bright ancient gentle "
@@ -159,7 +159,7 @@ def test_replies_usage_auth_and_the_concurrency_limit():
     with ChatServer(api_key="sekret") as server:
         server.delay_s = 0.05
         teacher = OpenAITeacher(server.url, "stub", api_key="sekret", concurrency=3)
-        replies = teacher.complete(requests(12), progress=lambda n: None)
+        replies = complete(teacher, requests(12))
     assert all(r.error is None and "key" in r.text for r in replies)
     assert [r.completion_tokens for r in replies] == [len(r.text.split()) for r in replies]
     assert 1 < server.max_in_flight <= 3
@@ -170,10 +170,10 @@ def test_retries_with_backoff_on_429_and_5xx_but_not_on_4xx():
     with ChatServer() as server:
         server.fail = [429, 503, 500]
         teacher = OpenAITeacher(server.url, "stub", max_retries=3, backoff_s=0.01, concurrency=1)
-        (reply,) = teacher.complete(requests(1), progress=lambda n: None)
+        (reply,) = complete(teacher, requests(1))
         assert reply.error is None and server.attempts == 4
         server.fail = [400]
-        (bad,) = teacher.complete(requests(1), progress=lambda n: None)
+        (bad,) = complete(teacher, requests(1))
         assert server.attempts == 5  # a bad request is not retried
         assert bad.finish_reason == "error" and "HTTP 400" in bad.error
 
@@ -183,7 +183,7 @@ def test_a_request_that_times_out_is_an_error_not_a_crash():
         server.delay_s = 1.0
         teacher = OpenAITeacher(server.url, "stub", timeout_s=0.2, max_retries=1, backoff_s=0.0)
         start = time.time()
-        (reply,) = teacher.complete(requests(1), progress=lambda n: None)
+        (reply,) = complete(teacher, requests(1))
     assert reply.error is not None and "Timeout" in reply.error
     assert server.attempts == 2 and time.time() - start < 1.5
 

@@ -1,8 +1,9 @@
 """Teachers answer chat requests: the local model (batched decoding) or any OpenAI-compatible endpoint.
 
-``CachedTeacher`` sits in front of either: requests already in the SQLite cache cost nothing, new ones are
-sent (batched or ``concurrency`` at a time), and each reply is cached the moment it arrives. Failed
-requests are returned with ``error`` set (and not cached), so the caller rejects them with a reason.
+A teacher streams (index, reply) pairs as replies arrive (a local batch at a time, or ``concurrency``
+HTTP requests at a time). ``CachedTeacher`` sits in front of either: requests already in the SQLite cache
+cost nothing, new ones are sent, and each reply is cached the moment it arrives. Failed requests come
+back with ``error`` set (and are not cached), so the caller rejects them with a reason.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,7 +50,17 @@ class Reply:
 class Teacher(Protocol):
     name: str  # identity that goes into the cache key
 
-    def complete(self, requests: list[ChatRequest], progress: Callable[[int], None]) -> list[Reply]: ...
+    def stream(self, requests: list[ChatRequest]) -> Iterator[tuple[int, Reply]]:
+        """Yield (index into requests, reply) as replies arrive, in any order."""
+        ...
+
+
+def complete(teacher: Teacher, requests: list[ChatRequest]) -> list[Reply]:
+    """All replies, in request order."""
+    replies: list[Reply | None] = [None] * len(requests)
+    for i, reply in teacher.stream(requests):
+        replies[i] = reply
+    return [r or Reply(finish_reason="error", error="no reply") for r in replies]
 
 
 # ---------------------------------------------------------------- the local model
@@ -74,22 +85,22 @@ class LocalTeacher:
             digest.update(f.name.encode() + f.read_bytes())
         self.name = f"local:{self.model_dir.name}:{digest.hexdigest()[:16]}"
 
-    def complete(self, requests: list[ChatRequest], progress: Callable[[int], None]) -> list[Reply]:
+    def stream(self, requests: list[ChatRequest]) -> Iterator[tuple[int, Reply]]:
         from ..inference.engine import Request
         from ..inference.sampling import SamplingParams
 
-        replies: list[Reply | None] = [None] * len(requests)
         encoded = [self.engine.encode_chat(r.messages) for r in requests]
+        todo = []
         for i, (r, ids) in enumerate(zip(requests, encoded, strict=True)):
             if len(ids) + r.max_tokens > self.engine.max_len:  # reject this one, not its whole batch
-                replies[i] = Reply(
-                    finish_reason="error",
-                    error=f"prompt ({len(ids)} tokens) + max_tokens ({r.max_tokens}) exceeds the "
-                    f"teacher's context ({self.engine.max_len})",
+                error = (
+                    f"prompt ({len(ids)} tokens) + max_tokens ({r.max_tokens}) exceeds the "
+                    f"teacher's context ({self.engine.max_len})"
                 )
+                yield i, Reply(finish_reason="error", error=error)
+            else:
+                todo.append(i)
         # similar budgets and lengths decode together: less padding, fewer idle rows
-        todo = [i for i in range(len(requests)) if replies[i] is None]
-        progress(len(requests) - len(todo))
         order = sorted(todo, key=lambda i: (requests[i].max_tokens, len(encoded[i])))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
@@ -109,9 +120,7 @@ class LocalTeacher:
             ]
             done = self.engine.generate(batch, self.routing, trace=False)
             for i, c in zip(chunk, done, strict=True):
-                replies[i] = Reply(c.text.strip(), c.finish_reason, c.prompt_tokens, len(c.token_ids))
-            progress(len(chunk))
-        return [r or Reply(finish_reason="error", error="no reply") for r in replies]
+                yield i, Reply(c.text.strip(), c.finish_reason, c.prompt_tokens, len(c.token_ids))
 
 
 def embedded_model_dir() -> Path:
@@ -195,16 +204,8 @@ class OpenAITeacher:
             )
         return Reply(finish_reason="error", error=f"{self.url}: {error}")
 
-    def complete(self, requests: list[ChatRequest], progress: Callable[[int], None]) -> list[Reply]:
-        """Runs in threads; the caller's ``progress`` (and cache writes) happen on the calling thread."""
-        replies: list[Reply | None] = [None] * len(requests)
-        for i, reply in self.stream(requests):
-            replies[i] = reply
-            progress(1)
-        return [r or Reply(finish_reason="error", error="no reply") for r in replies]
-
-    def stream(self, requests: list[ChatRequest]):
-        """Yield (index, reply) as replies arrive."""
+    def stream(self, requests: list[ChatRequest]) -> Iterator[tuple[int, Reply]]:
+        """``concurrency`` requests in flight; replies are yielded on the calling thread as they arrive."""
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures = {pool.submit(self.send, r): i for i, r in enumerate(requests)}
             for f in as_completed(futures):
@@ -252,27 +253,16 @@ class CachedTeacher:
         seen: dict[str, int] = {}  # identical requests within one call are paid once
         unique = [i for i in todo if seen.setdefault(keys[i], i) == i]
 
-        def store(i: int, reply: Reply) -> None:
+        for j, reply in self.teacher.stream([requests[i] for i in unique]):
+            i = unique[j]
             replies[i] = reply
-            if reply.error is None:
+            if reply.error is None:  # cached the moment it arrives; errors are retried by the next run
                 self.cache.put(keys[i], {k: v for k, v in asdict(reply).items() if k != "cached"})
             self.stats["paid"] += 1
             self.stats["errors"] += reply.error is not None
             self.tokens["paid_prompt"] += reply.prompt_tokens
             self.tokens["paid_completion"] += reply.completion_tokens
-
-        if isinstance(self.teacher, OpenAITeacher):  # cache each reply the moment it arrives
-            for j, reply in self.teacher.stream([requests[i] for i in unique]):
-                store(unique[j], reply)
-                progress(1)
-        else:
-            step = getattr(self.teacher, "batch_size", 32)  # local: cache after every batch
-            for start in range(0, len(unique), step):
-                chunk = unique[start : start + step]
-                for i, reply in zip(
-                    chunk, self.teacher.complete([requests[i] for i in chunk], progress), strict=True
-                ):
-                    store(i, reply)
+            progress(1)
         for i in todo:
             if replies[i] is None:
                 replies[i] = replies[seen[keys[i]]]
