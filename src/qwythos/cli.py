@@ -162,7 +162,7 @@ def _quickstart(sub) -> None:
 
 def _train(sub) -> None:
     p = sub.add_parser("train", help="train pathways then the gate (branch-train-mix) from a curated set")
-    p.add_argument("config", nargs="?", type=Path, default=None, help="run YAML (e.g. configs/quickstart.yaml)")
+    p.add_argument("config", nargs="?", type=Path, default=None, help="run YAML (configs/*.yaml)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--rounds", type=int, default=None, help="active-learning rounds after the stages")

@@ -126,25 +126,56 @@ def to_dict(obj: Any) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, returning a new dict."""
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML; list items by index, ``stages.0.lr=1e-4``)."""
     out = json.loads(json.dumps(data))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key.path=value, e.g. model.rank=8")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw) if raw else ""
-        node = out
+        node: Any = out
         *parents, leaf = key.strip().split(".")
         for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a section")
-        node[leaf] = value
+            node = _child(node, p, item)
+        if isinstance(node, list):
+            node[_index(node, leaf, item)] = value
+        else:
+            node[leaf] = value
+    return out
+
+
+def _child(node: Any, key: str, item: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, key, item)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override {item!r}: {key!r} is inside a value, not a section")
+    return node.setdefault(key, {})
+
+
+def _index(node: list, key: str, item: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise ConfigError(f"override {item!r}: {key!r} is not an index of a list of {len(node)}")
+    return int(key)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """The dataclass's defaults as plain data (empty if it has required fields)."""
+    try:
+        return to_dict(cls())
+    except TypeError:
+        return {}
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: sections merge, everything else (lists included) is replaced."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Load ``cls`` from an optional YAML file plus dotted overrides."""
+    """Load ``cls``: its defaults, then an optional YAML file, then dotted overrides."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -153,4 +184,5 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         data = yaml.safe_load(p.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p}: expected a mapping at the top level")
-    return from_dict(cls, apply_overrides(data, overrides or []), where=str(path or "config"))
+    merged = _merge(_defaults(cls), data)
+    return from_dict(cls, apply_overrides(merged, overrides or []), where=str(path or "config"))
