@@ -28,10 +28,11 @@ from .teachers import CachedTeacher, ChatRequest, LocalTeacher, Reply, make_teac
 from .verify import (
     JUDGE_PROMPT,
     CoherenceScorer,
-    Scored,
     check_narrative,
     majority,
+    narrative_score,
     parse_judge,
+    strip_final_line,
     trim_to_sentence,
     verify_solution,
     with_final_line,
@@ -141,7 +142,7 @@ def check_narratives(jobs: list[Job], cfg: SynthConfig, scorer: CoherenceScorer 
                 c.ok, c.reason = False, "judge_low" if score is not None else "judge_unparseable"
     for job in jobs:
         for c in job.candidates:
-            c.score = Scored(c.ok, c.reason, c.metrics).score
+            c.score = narrative_score(c.metrics)
         finish(job)
 
 
@@ -156,8 +157,7 @@ def finish(job: Job, reference: str | None = None) -> None:
         if job.part.conclusion is None:
             best.text = with_final_line(best.text, reference or "")
         else:
-            body = with_final_line(best.text, "").rsplit("\n####", 1)[0].rstrip()
-            best.text = f"{body}\n{job.part.conclusion}"
+            best.text = f"{strip_final_line(best.text)}\n{job.part.conclusion}"
     job.chosen = best
 
 

@@ -117,10 +117,14 @@ def majority(
     return (top if votes >= 2 and share > min_agreement else None), share
 
 
+def strip_final_line(text: str) -> str:
+    """The solution without its '#### ...' line (and anything after it)."""
+    return re.sub(r"\n?\s*####.*$", "", text.strip(), flags=re.S).rstrip()
+
+
 def with_final_line(text: str, answer: str) -> str:
     """The solution ending in exactly one '#### N' line with the verified answer."""
-    body = re.sub(r"\n?\s*####.*$", "", text.strip(), flags=re.S).rstrip()
-    return f"{body}\n#### {answer}"
+    return f"{strip_final_line(text)}\n#### {answer}"
 
 
 # ---------------------------------------------------------------- narrative replies
@@ -141,12 +145,11 @@ class Scored:
     reason: str  # "ok" or the first failed check
     metrics: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def score(self) -> float:
-        """Best-of-n order: diverse, not repetitive, fluent (low loss), judged well when judged."""
-        m = self.metrics
-        s = m.get("distinct2", 0.0) - m.get("repetition", 0.0) - 0.25 * m.get("loss", 0.0)
-        return s + 0.1 * m["judge"] if "judge" in m else s
+
+def narrative_score(m: dict[str, float]) -> float:
+    """Best-of-n order: diverse, not repetitive, fluent (low loss), judged well when judged."""
+    s = m.get("distinct2", 0.0) - m.get("repetition", 0.0) - 0.25 * m.get("loss", 0.0)
+    return s + 0.1 * m["judge"] if "judge" in m else s
 
 
 def check_narrative(text: str, cfg: ScoreConfig, min_words: int, word: str | None = None) -> Scored:
