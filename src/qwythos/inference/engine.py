@@ -210,6 +210,8 @@ class DecodeBatch:
                 self.done.append(w)
             elif self._emit(w, logits[b], None if gates is None else gates[b]):
                 keep.append(b)
+            else:
+                self.done.append(w)
         if keep:
             if len(keep) < B:
                 cache.select(keep)

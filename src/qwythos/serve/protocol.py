@@ -1,0 +1,194 @@
+"""The OpenAI-compatible wire format: request models (validated at the edge) and response builders.
+
+Extensions beyond OpenAI: ``gear`` in a request steers the pathways (bias per pathway, mode, force);
+``pathway_trace`` in every choice and stream chunk carries each generated token's gate. ``top_k`` and
+``repetition_penalty`` follow vLLM's names.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# ---------------------------------------------------------------- requests
+
+
+class Gear(BaseModel):
+    """Steer the pathways for this request: ``{"bias": {"reasoning": 1.5}, "mode": "top1"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    bias: dict[str, float] = Field(default_factory=dict)  # router logit offset per pathway
+    mode: Literal["soft", "top1", "force"] | None = None  # None: the model's default mode
+    force: str | None = None  # the pathway for mode="force"
+
+    @field_validator("bias")
+    @classmethod
+    def _bounded(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, value in v.items():
+            if not -50 <= value <= 50:
+                raise ValueError(f"gear bias for {name!r} ({value}) must be in [-50, 50]")
+        return v
+
+    @model_validator(mode="after")
+    def _force(self) -> Gear:
+        if (self.mode == "force") != (self.force is not None):
+            raise ValueError('gear.mode "force" needs gear.force=<pathway>, and force needs mode "force"')
+        return self
+
+    def routing_mode(self) -> str | None:
+        return f"force={self.force}" if self.mode == "force" else self.mode
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class SamplingFields(BaseModel):
+    """Fields shared by /v1/completions and /v1/chat/completions."""
+
+    model_config = ConfigDict(extra="ignore")  # clients send fields we do not use (user, metadata, ...)
+    model: str
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=-1)  # vLLM's name; 0 or -1 = off
+    repetition_penalty: float = Field(1.0, gt=0, le=10)
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=16)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    gear: Gear | None = None
+    pathway_trace: bool = True  # include the per-token gate trace in choices and chunks
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v: str | list[str] | None) -> list[str]:
+        stops = [v] if isinstance(v, str) else list(v or [])
+        if len(stops) > 16:
+            raise ValueError(f"at most 16 stop sequences, got {len(stops)}")
+        return [s for s in stops if s]
+
+    @model_validator(mode="after")
+    def _unsupported(self) -> SamplingFields:
+        if self.presence_penalty or self.frequency_penalty:
+            raise ValueError(
+                "presence_penalty and frequency_penalty are not supported; use repetition_penalty (e.g. 1.1)"
+            )
+        return self
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(16, ge=0)
+    echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=20)
+
+    @field_validator("prompt")
+    @classmethod
+    def _non_empty(cls, v):
+        if isinstance(v, list) and (not v or any(isinstance(p, list | str) and not p for p in v)):
+            raise ValueError("prompt is empty: send a string, a list of strings or a list of token-id lists")
+        return v
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            parts = []
+            for part in self.content:
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise ValueError("only text content parts are supported: {'type': 'text', 'text': ...}")
+                parts.append(part["text"])
+            return "".join(parts)
+        return self.content or ""
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=0)
+    max_completion_tokens: int | None = Field(None, ge=0)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+class TokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = True
+
+    @model_validator(mode="after")
+    def _one(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("send exactly one of prompt or messages")
+        return self
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    tokens: list[int]
+
+
+# ---------------------------------------------------------------- responses
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def trace_entry(token_id: int, text: str, gate: list[float] | None, pathways: list[str]) -> dict:
+    """One generated token's gate (mean over layers) and its dominant pathway."""
+    if gate is None:
+        return {"token_id": token_id, "text": text, "pathway": None, "gate": None}
+    best = max(range(len(gate)), key=gate.__getitem__)
+    return {
+        "token_id": token_id,
+        "text": text,
+        "pathway": pathways[best],
+        "gate": {p: round(w, 4) for p, w in zip(pathways, gate, strict=True)},
+    }
+
+
+def legacy_logprobs(tokens: list[str], token_logprobs: list, top: list, offset: int) -> dict:
+    """The /v1/completions logprobs object (what lm-evaluation-harness reads)."""
+    offsets, pos = [], offset
+    for t in tokens:
+        offsets.append(pos)
+        pos += len(t)
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets}
+
+
+def chat_logprob(token: str, logprob: float, top: list[tuple[str, float]]) -> dict:
+    """One entry of a chat choice's ``logprobs.content``."""
+
+    def one(t: str, lp: float) -> dict:
+        return {"token": t, "logprob": lp, "bytes": list(t.encode())}
+
+    return {**one(token, logprob), "top_logprobs": [one(t, lp) for t, lp in top]}
