@@ -21,6 +21,7 @@ import yaml
 from tqdm import tqdm
 
 from ..config import load_config, to_dict
+from ..eval.metrics import distinct_n, self_bleu
 from .cache import RequestCache
 from .config import SynthConfig
 from .generators import Part, Task, build_tasks
@@ -305,6 +306,20 @@ def write_jsonl(path: Path, rows: list[dict], compress: bool) -> Path:
     return path
 
 
+def text_stats(records: list[dict], sample: int = 100) -> dict:
+    """Diversity of the kept replies: distinct-1/2, self-BLEU over the first ``sample``, mean words."""
+    texts = [m["content"] for r in records for m in r["messages"] if m["role"] == "assistant"]
+    if not texts:
+        return {}
+    return {
+        "replies": len(texts),
+        "mean_words": round(sum(len(t.split()) for t in texts) / len(texts), 1),
+        "distinct1": round(distinct_n(texts, 1), 4),
+        "distinct2": round(distinct_n(texts, 2), 4),
+        f"self_bleu_{min(sample, len(texts))}": round(self_bleu(texts[:sample]), 4),
+    }
+
+
 def run_report(
     cfg, tasks, records, rejected, candidate_reasons, cached: CachedTeacher, wall_s: float
 ) -> dict:
@@ -323,6 +338,7 @@ def run_report(
         "rejected_by_reason": dict(Counter(r["reason"] for r in rejected.values()).most_common()),
         "by_kind": {k: {**v, "rejected": dict(v["rejected"])} for k, v in by_kind.items()},
         "by_pathway": dict(Counter(r["pathway"] for r in records)),
+        "kept_text": text_stats(records),
         "candidates": dict(candidate_reasons.most_common()),
         "requests": cached.stats,
         "tokens": cached.tokens,
