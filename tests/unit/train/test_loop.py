@@ -107,3 +107,71 @@ def test_existing_run_needs_resume(tiny_base, data, tmp_path):
     (tmp_path / "run" / "x").write_text("")
     with pytest.raises(FileExistsError, match="--resume"):
         train(config(tiny_base, data), tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory):
+    """A real curated folder (qwythos curate) whose budgets leave a pool for active learning."""
+    from qwythos.curate.run import curate
+
+    rows = records(30, 30, 6)
+    for i, r in enumerate(rows):  # distinct texts, so dedup keeps them
+        r["messages"][1]["content"] += f" Note {i}: " + " ".join(f"w{i}x{j}" for j in range(i % 7 + 3))
+    tmp = tmp_path_factory.mktemp("curated")
+    return curate(
+        inputs=[write_jsonl(tmp / "in.jsonl", rows)],
+        out=tmp / "ds",
+        overrides=[
+            "select.budgets.reasoning.samples=10",
+            "select.budgets.narrative.samples=10",
+            "label.embed.model=hashing",
+            "executor.workers=1",
+        ],
+    )
+
+
+def test_active_learning_rounds_select_from_the_pool_and_train(tiny_base, curated, tmp_path):
+    from qwythos.curate.dataset import read_dataset, read_pool
+
+    cfg = config(tiny_base, curated, rounds__count=2, rounds__per_round=3)
+    cfg.rounds.stage.max_steps = 1
+    run = train(cfg, tmp_path / "run")
+    first, second = (json.loads((run / "rounds" / f"round-{k}.json").read_text()) for k in (1, 2))
+    pool = {r.id for r in read_pool(curated)}
+    assert len(first["ids"]) == 3 and set(first["ids"]) <= pool and set(second["ids"]) <= pool
+    assert not set(first["ids"]) & set(second["ids"])  # a record is picked once
+    assert not set(first["ids"]) & {r.id for r in read_dataset(curated)}
+    assert all({"loss", "ifd"} <= set(s) for s in first["scores"].values())
+    stages = [json.loads(x)["stage"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert stages[-2:] == ["round-1", "round-2"]
+
+
+def test_rounds_without_a_pool_fail_before_compute(tiny_base, data, tmp_path):
+    with pytest.raises(ValueError, match="no pool"):
+        train(config(tiny_base, data, rounds__count=1), tmp_path / "run")
+
+
+def test_dense_lora_baseline_trains_alongside_on_the_same_token_budget(tiny_base, data, tmp_path):
+    cfg = config(tiny_base, data, baseline__dense_lora=True)
+    run = train(cfg, tmp_path / "run")
+    base = run / "baselines" / "dense_lora"
+    assert load_native(base / "model").pathway_names == ["dense"]
+    main = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    dense = [json.loads(x) for x in (base / "metrics.jsonl").read_text().splitlines()]
+    one_step = cfg.optim.batch_size * cfg.data.max_seq_len
+    assert main[-1]["tokens"] <= dense[-1]["tokens"] < main[-1]["tokens"] + one_step  # same budget
+
+
+def test_branches_trained_apart_combine_into_one_model(tiny_base, data, tmp_path):
+    runs = {}
+    for p in ("reasoning", "narrative"):
+        cfg = config(tiny_base, data, model__router_init="zero")
+        cfg.stages = [s for s in cfg.stages if s.pathway == p]
+        runs[p] = train(cfg, tmp_path / p) / "model"
+    cfg = config(tiny_base, data, model__pathway_sources={p: str(m) for p, m in runs.items()})
+    cfg.stages = cfg.stages[2:]
+    combined = make_model(cfg)[0]
+    got = pathway_weights(combined)
+    for p, m in runs.items():
+        theirs = pathway_weights(load_native(m))
+        assert all(torch.equal(got[k], theirs[k]) for k in got if f".{p}." in k)
