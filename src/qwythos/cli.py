@@ -230,9 +230,71 @@ def _synth(sub) -> None:
     p.set_defaults(func=run)
 
 
+# ---------------------------------------------------------------- serving: chat / serve
+
+
+def _chat(sub) -> None:
+    p = sub.add_parser("chat", help="interactive chat; each token coloured by its pathway, /gear to steer")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--system", default=None, help="system prompt")
+    _generation_args(p)
+
+    def run(a):
+        from .inference.api import load_engine
+        from .serve.terminal import run_chat
+
+        params = _sampling(a)
+        color = not a.no_color and (sys.stdout.isatty() or os.environ.get("FORCE_COLOR") == "1")
+        engine = load_engine(a.model_dir)
+        run_chat(engine, sys.stdin, sys.stdout, params, color, a.mode, _gear(a.gear), a.system)
+
+    p.set_defaults(func=run)
+
+
+def _serve(sub) -> None:
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server with live gear traces")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="bearer key for every route but /health (default: $QWYTHOS_API_KEY; none = open)",
+    )
+    p.add_argument("--model-name", default=None, help="the model id clients send (default: folder name)")
+    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together")
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429")
+    p.add_argument("--max-prompt-tokens", type=int, default=None, help="default: the model's context")
+    p.add_argument("--max-total-tokens", type=int, default=None, help="prompt + completion limit")
+    p.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to let in-flight requests finish on shutdown",
+    )
+
+    def run(a):
+        from .serve.server import serve
+
+        serve(
+            a.model_dir,
+            host=a.host,
+            port=a.port,
+            api_key=a.api_key,
+            model_name=a.model_name,
+            max_batch=a.max_batch,
+            max_queue=a.max_queue,
+            max_prompt_tokens=a.max_prompt_tokens,
+            max_total_tokens=a.max_total_tokens,
+            graceful_timeout=a.graceful_timeout,
+        )
+
+    p.set_defaults(func=run)
+
+
 # ---------------------------------------------------------------- entry point
 
-VERBS = (_init, _export, _generate, _quickstart, _curate, _synth, _train)
+VERBS = (_init, _export, _generate, _quickstart, _curate, _synth, _train, _chat, _serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,7 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # dotted overrides after options (argparse stops collecting positionals at the first option)
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING,

@@ -168,7 +168,7 @@ class Service:
         futures = []
         for j in jobs:
             f = loop.create_future()
-            j.on_done = lambda job, f=f: loop.call_soon_threadsafe(_resolve, f)
+            j.on_done = lambda job, f=f: (self.record(job), loop.call_soon_threadsafe(_resolve, f))
             futures.append(f)
         self.submit(jobs)
         try:
@@ -185,7 +185,6 @@ class Service:
                 raise ApiError(499, "client closed the request", code="client_closed")
             if j.error is not None:
                 raise ApiError(500, f"generation failed: {j.error}", type_="server_error")
-        self.record(jobs)
         return [j.completion for j in jobs]
 
     def stream(self, jobs: list[Job]) -> Callable[[], AsyncIterator[tuple[int, TokenEvent | Job]]]:
@@ -194,7 +193,10 @@ class Service:
         queue: asyncio.Queue = asyncio.Queue()
         for i, j in enumerate(jobs):
             j.request.on_event = lambda ev, i=i: loop.call_soon_threadsafe(queue.put_nowait, (i, ev))
-            j.on_done = lambda job, i=i: loop.call_soon_threadsafe(queue.put_nowait, (i, job))
+            j.on_done = lambda job, i=i: (
+                self.record(job),
+                loop.call_soon_threadsafe(queue.put_nowait, (i, job)),
+            )
         self.submit(jobs)
 
         async def events() -> AsyncIterator[tuple[int, TokenEvent | Job]]:
@@ -204,21 +206,17 @@ class Service:
                 if isinstance(item, Job):
                     remaining -= 1
                 yield i, item
-            self.record(jobs)
 
         return events
 
-    def record(self, jobs: list[Job]) -> None:
-        seen: set[int] = set()
-        for j in jobs:
-            c = j.completion
-            if c is None:
-                continue
-            prompt = 0 if id(j.request.prompt_ids) in seen else c.prompt_tokens  # n > 1 shares one prompt
-            seen.add(id(j.request.prompt_ids))
-            ttft = None if j.first_token is None else j.first_token - j.submitted
-            gates = c.gates.float().mean(1) if c.gates is not None and c.gates.numel() else None
-            self.metrics.generation(prompt, len(c.token_ids), ttft, gates)
+    def record(self, job: Job) -> None:
+        """Metrics for one finished job (called in the decoding thread, cancelled jobs included)."""
+        c = job.completion
+        if c is None:
+            return
+        ttft = None if job.first_token is None else job.first_token - job.submitted
+        gates = c.gates.float().mean(1) if c.gates is not None and c.gates.numel() else None
+        self.metrics.generation(c.prompt_tokens, len(c.token_ids), ttft, gates, c.finish_reason)
 
     # ------------------------------------------------------------ shaping replies
 

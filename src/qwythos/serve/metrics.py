@@ -42,6 +42,7 @@ class Metrics:
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = defaultdict(Histogram)
         self.ttft = Histogram()
+        self.finished: dict[str, int] = defaultdict(int)
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.pathway_tokens = dict.fromkeys(pathways, 0)
@@ -52,9 +53,12 @@ class Metrics:
             self.requests[(route, status)] += 1
             self.latency[route].observe(seconds)
 
-    def generation(self, prompt_tokens: int, generated: int, ttft: float | None, gates=None) -> None:
-        """gates: (n, P) per-token gate (mean over layers), or None."""
+    def generation(
+        self, prompt_tokens: int, generated: int, ttft: float | None, gates=None, finish_reason: str = "stop"
+    ) -> None:
+        """One finished generation; gates: (n, P) per-token gate (mean over layers), or None."""
         with self._lock:
+            self.finished[finish_reason] += 1
             self.prompt_tokens += prompt_tokens
             self.generation_tokens += generated
             if ttft is not None:
@@ -84,6 +88,9 @@ class Metrics:
                 "# HELP qwythos_generation_tokens_total Tokens generated.",
                 "# TYPE qwythos_generation_tokens_total counter",
                 f"qwythos_generation_tokens_total {self.generation_tokens}",
+                "# HELP qwythos_finished_total Generations by finish reason (abort = cancelled).",
+                "# TYPE qwythos_finished_total counter",
+                *(f'qwythos_finished_total{{reason="{r}"}} {n}' for r, n in sorted(self.finished.items())),
                 "# HELP qwythos_queue_depth Requests waiting for a batch slot.",
                 "# TYPE qwythos_queue_depth gauge",
                 f"qwythos_queue_depth {waiting}",

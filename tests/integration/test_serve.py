@@ -1,0 +1,240 @@
+"""A real `qwythos serve` on loopback (uvicorn subprocess, tiny random model): the official openai client,
+streaming and not, gear and traces, the API key, a client that disconnects, graceful shutdown, and the
+terminal chat through a pty."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import make_tiny_base, randomise
+from qwythos.model.config import PathwayConfig
+from qwythos.model.formats import build_model, save_model
+
+KEY = "test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("serve")
+    base = make_tiny_base(root / "base", num_hidden_layers=4, hidden_size=128, intermediate_size=256)
+    model, folder = build_model(base, PathwayConfig(rank=4))
+    return save_model(randomise(model, seed=2), root / "tiny", base_source=str(base), base_folder=folder)
+
+
+class Server:
+    def __init__(self, model_dir: Path, *extra: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "QWYTHOS_API_KEY": KEY, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "qwythos.cli", "serve", str(model_dir), "--port", str(self.port), *extra],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+            if self.proc.poll() is not None:
+                break
+        raise RuntimeError("server did not start:\n" + self.stop())
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(self.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        out, _ = self.proc.communicate(timeout=timeout)
+        return out
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    s = Server(model_dir)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+
+
+def test_openai_client_completions_chat_and_streams(client, model_dir):
+    name = model_dir.name
+    assert [m.id for m in client.models.list().data] == [name]
+    done = client.completions.create(model=name, prompt="Tom has 3", max_tokens=8, temperature=0)
+    text = done.choices[0].text
+    assert done.usage.completion_tokens == len(done.choices[0].pathway_trace) > 0
+    chunks = list(
+        client.completions.create(
+            model=name,
+            prompt="Tom has 3",
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == text
+    assert chunks[-1].usage.completion_tokens == done.usage.completion_tokens
+    msgs = [{"role": "user", "content": "Tell me a story"}]
+    chat = client.chat.completions.create(
+        model=name,
+        messages=msgs,
+        max_tokens=8,
+        temperature=0,
+        n=2,
+        extra_body={"gear": {"mode": "force", "force": "narrative"}},
+    )
+    assert len(chat.choices) == 2 and chat.choices[0].message.content == chat.choices[1].message.content
+    assert all(t["gate"]["narrative"] == 1.0 for t in chat.choices[0].pathway_trace)
+    stream = client.chat.completions.create(
+        model=name,
+        messages=msgs,
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        extra_body={"gear": {"mode": "force", "force": "narrative"}},
+    )
+    pieces, traced = [], 0
+    for c in stream:
+        if c.choices:
+            pieces.append(c.choices[0].delta.content or "")
+            traced += len(getattr(c.choices[0], "pathway_trace", None) or [])
+    assert "".join(pieces) == chat.choices[0].message.content and traced == chat.usage.completion_tokens // 2
+
+
+def test_openai_client_sees_4xx_errors_without_retrying(client, model_dir, server):
+    import openai
+
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.completions.create(model=model_dir.name, prompt="x", temperature=5)
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="gpt-4", prompt="x")
+    with pytest.raises(openai.BadRequestError, match="limit of 512 tokens"):
+        client.completions.create(model=model_dir.name, prompt="x", max_tokens=100_000)
+    bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_a_disconnecting_client_cancels_its_generation(server, model_dir):
+    before = server.metric('qwythos_finished_total{reason="abort"}')
+    body = {
+        "model": model_dir.name,
+        "prompt": "Once upon",
+        "max_tokens": 480,
+        "temperature": 0,
+        "n": 4,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("POST", server.url + "/v1/completions", json=body, headers=headers) as r,
+    ):
+        lines = r.iter_lines()
+        for _ in range(3):
+            next(lines)
+    # the connection is closed: all 4 choices leave the batch long before 480 tokens each
+    deadline = time.time() + 20
+    while server.metric('qwythos_finished_total{reason="abort"}') < before + 4 and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.metric('qwythos_finished_total{reason="abort"}') == before + 4
+    assert server.metric("qwythos_running_requests") == 0
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(model_dir):
+    s = Server(model_dir)
+    result = {}
+
+    def ask():
+        r = httpx.post(
+            s.url + "/v1/completions",
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=60,
+            json={"model": model_dir.name, "prompt": "Once", "max_tokens": 300, "temperature": 0},
+        )
+        result["r"] = r
+
+    t = threading.Thread(target=ask)
+    t.start()
+    deadline = time.time() + 20
+    while s.metric("qwythos_running_requests") < 1 and time.time() < deadline:
+        time.sleep(0.02)
+    out = s.stop(signal.SIGTERM)
+    t.join(30)
+    assert s.proc.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in out, out
+    r = result["r"]
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] in ("length", "stop") and r.json()["usage"]["completion_tokens"] > 0
+
+
+def test_chat_through_a_pty(model_dir):
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwythos.cli", "chat", str(model_dir), "--max-new-tokens", "5"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+    )
+    os.close(slave)
+    out = b""
+
+    def read_until(marker: bytes, timeout: float = 60) -> None:
+        nonlocal out
+        deadline = time.time() + timeout
+        while marker not in out and time.time() < deadline:
+            try:
+                out += os.read(master, 4096)
+            except OSError:
+                break
+        assert marker in out, out.decode(errors="replace")
+
+    read_until(b"you> ")
+    os.write(master, b"hello\n")
+    read_until(b"tokens]")
+    os.write(master, b"/gear narrative=+40\n")
+    read_until(b"gear: narrative=+40")
+    os.write(master, b"/quit\n")
+    proc.wait(30)
+    os.close(master)
+    text = out.decode(errors="replace")
+    assert "\x1b[36m■ reasoning" in text  # a terminal: coloured legend and tokens
+    assert re.search(r"\[reasoning \d+% · narrative \d+% · \d+ switches · 5 tokens\]", text)
+    assert proc.returncode == 0
