@@ -7,11 +7,14 @@ FILTERS; the first that fires names the reject. The quality score in [0, 1] mult
 
 from __future__ import annotations
 
+import functools
 import re
+import string
 from collections.abc import Callable
 
-from ..eval.metrics import gsm_answer, normalise_number, repetition_rate
+from ..eval.metrics import gsm_answer, normalise_number
 from .config import QualityConfig
+from .ngrams import tokens_bytes
 from .records import Record
 
 Verdict = tuple[str, str] | None
@@ -28,19 +31,38 @@ BOILERPLATE = re.compile(
     r"|^(?:sure|certainly|of course)[!,.]|\bgreat question\b",
     re.IGNORECASE | re.MULTILINE,
 )
+_BOILERPLATE_KEYS = (
+    "hope this helps",
+    "feel free",
+    "let me know",
+    "sure",
+    "certainly",
+    "of course",
+    "great question",
+)
 _NUMBER = re.compile(r"\d")
 _CALC = re.compile(r"\d\s*[-+*/×x÷]\s*\(?\d[\d.,]*\)?\s*=")
 _ANSWER_PHRASE = re.compile(r"\banswer(?: is|:)\s*\**\s*\$?(-?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-_WORD = re.compile(r"[A-Za-z]+")
 _LETTER = re.compile(r"[^\W\d_]")
 _NON_LATIN = re.compile(r"[^\W\d_A-Za-z\u00c0-\u024f]")
-_ODD = re.compile(r"[^\w\s.,;:!?'\"()$%-]")
+_PLAIN = (string.ascii_letters + string.digits + string.whitespace + ".,;:!?'\"()$%-").encode()
 ENGLISH = frozenset(
-    "the a an and or but of to in on at for with by from as is are was were be been it its this that these "
-    "those he she they we you i his her their our your my me him them us not no so if then than there what "
-    "which who when where how why all any some can will would should could do does did have has had".split()
+    w.encode()
+    for w in (
+        "the a an and or but of to in on at for with by from as is are was were be been it its this that "
+        "these those he she they we you i his her their our your my me him them us not no so if then than "
+        "there what which who when where how why all any some can will would should could do does did have has had"
+    ).split()
 )
+
+
+@functools.lru_cache(maxsize=8)
+def repetition(text: str, n: int = 4) -> float:
+    """Share of the word n-grams that repeat an earlier one (metrics.repetition_rate, on plain words)."""
+    w = tokens_bytes(text).split()
+    grams = list(zip(*(w[k:] for k in range(n)), strict=False))
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
 def is_math_reasoning(record: Record) -> bool:
@@ -88,7 +110,7 @@ def length_ratio(r: Record, cfg: QualityConfig) -> Verdict:
 
 
 def repetitive(r: Record, cfg: QualityConfig) -> Verdict:
-    rate = repetition_rate(r.response, 4)
+    rate = repetition(r.response)
     return ("repetitive", f"{rate:.2f} of 4-grams repeat") if rate > cfg.max_repetition else None
 
 
@@ -105,7 +127,7 @@ def not_english(r: Record, cfg: QualityConfig) -> Verdict:
         letters = len(_LETTER.findall(text))
         if letters and len(_NON_LATIN.findall(text)) / letters > 0.3:
             return "not_english", "mostly non-Latin letters"
-    ws = [w.lower() for w in _WORD.findall(text)]
+    ws = [w for w in tokens_bytes(text).split() if w.isalpha()]
     if len(ws) < 8:
         return None
     share = sum(w in ENGLISH for w in ws) / len(ws)
@@ -153,11 +175,14 @@ def first_failure(record: Record, cfg: QualityConfig) -> Verdict:
 def quality_score(record: Record) -> float:
     """Soft quality in [0, 1] of a record that passed the filters."""
     response = record.response
-    q = (1.0 - repetition_rate(response, 4)) ** 2
-    q *= 0.9 ** min(3, len(BOILERPLATE.findall(response)))
+    q = (1.0 - repetition(response)) ** 2
+    low = response.lower()
+    if any(k in low for k in _BOILERPLATE_KEYS):
+        q *= 0.9 ** min(3, len(BOILERPLATE.findall(response)))
     n = len(response.split())
     q *= min(1.0, 0.5 + n / 40)  # answers of a few words are worth less
-    odd = len(_ODD.findall(response))
+    raw = response.encode("utf-8", "surrogatepass")
+    odd = len(raw.translate(None, _PLAIN))  # bytes that are not letters, digits, spaces or common punctuation
     q *= 0.7 if response and odd / len(response) > 0.3 else 1.0
     given = record.meta.get("quality")
     if isinstance(given, (int, float)) and 0 <= given <= 1:

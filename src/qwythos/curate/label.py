@@ -18,53 +18,104 @@ from importlib import resources
 import numpy as np
 
 from .config import LabelConfig
+from .ngrams import tokens_bytes
 from .records import Record
 
-Cue = tuple[re.Pattern, float, int]  # pattern, log-odds per hit, max hits counted
-
-
-def _cue(pattern: str, weight: float, cap: int = 3) -> Cue:
-    return re.compile(pattern, re.IGNORECASE), weight, cap
-
-
-REASONING_CUES: list[Cue] = [
-    _cue(r"####\s*-?\$?\d", 3.0, 1),
-    _cue(r"\d[\d.,]*\s*[-+*/×x÷]\s*\(?\d[\d.,]*\)?\s*=", 1.0),
-    _cue(r"\\boxed|\\frac|\bequation\b|\bformula\b|\bprove\b|\bproof\b|\btheorem\b", 1.0),
-    _cue(r"```", 1.5, 1),
-    _cue(r"\b(?:step \d|first,|then,|next,|therefore|thus|hence|so the answer|in total|altogether)\b", 0.6),
-    _cue(r"\b(?:solve|calculate|compute|how many|how much|what is the|find the|explain why|define)\b", 0.7),
-    _cue(r"\b(?:percent|%|per (?:hour|day|week)|average|total|sum|difference|ratio)\b", 0.4),
+# Cues: (log-odds per hit, max hits counted). Single words are counted from the word list in one pass;
+# phrases by substring counts; only the few real patterns are regexes (on the lower-cased text).
+REASONING_WORDS = {
+    w.encode(): (weight, 3)
+    for words, weight in (
+        ("therefore thus hence altogether solve calculate compute define", 0.6),
+        ("equation formula prove proof theorem", 1.0),
+        ("percent average total sum difference ratio", 0.4),
+    )
+    for w in words.split()
+}
+NARRATIVE_WORDS = {
+    w.encode(): (weight, 3)
+    for words, weight in (
+        ("story tale poem chapter character fairy dragon princess knight wizard kingdom village", 0.6),
+        ("imagine describe once suddenly", 0.4),
+    )
+    for w in words.split()
+}
+REASONING_PHRASES = [
+    ("```", 1.5, 1),
+    ("\\boxed", 1.0, 1),
+    ("\\frac", 1.0, 1),
+    ("first,", 0.6, 3),
+    ("then,", 0.6, 3),
+    ("next,", 0.6, 3),
+    ("so the answer", 0.6, 1),
+    ("in total", 0.6, 3),
+    ("how many", 0.7, 3),
+    ("how much", 0.7, 3),
+    ("what is the", 0.7, 3),
+    ("find the", 0.7, 3),
+    ("explain why", 0.7, 3),
+    ("per hour", 0.4, 3),
+    ("per day", 0.4, 3),
+    ("per week", 0.4, 3),
+    ("%", 0.4, 3),
 ]
-NARRATIVE_CUES: list[Cue] = [
-    _cue(r"\bonce upon a time\b", 3.0, 1),
-    _cue(
-        r"\bwrite (?:me )?(?:a|an|the)? ?(?:short |funny |sad )?(?:story|poem|tale|scene|dialogue|fable)",
+NARRATIVE_PHRASES = [("once upon a time", 3.0, 1), ("long ago", 0.4, 3), ("the end", 0.4, 3)]
+REASONING_PATTERNS = [
+    (re.compile(r"####\s*-?\$?\d"), 3.0, 1),
+    (re.compile(r"\d[\d.,]*\s*[-+*/×x÷]\s*\(?\d[\d.,]*\)?\s*="), 1.0, 3),
+    (re.compile(r"\bstep \d"), 0.6, 3),
+]
+NARRATIVE_PATTERNS = [
+    (
+        re.compile(
+            r"\bwrite (?:me )?(?:a|an|the)? ?(?:short |funny |sad )?(?:story|poem|tale|scene|dialogue|fable)"
+        ),
         2.0,
         1,
     ),
-    _cue(
-        r"\b(?:story|tale|poem|chapter|character|fairy|dragon|princess|knight|wizard|kingdom|village)\b", 0.6
-    ),
-    _cue(
-        r"[\"\u201c][A-Z][^\"\u201d]{2,}[,.!?][\"\u201d]\s*(?:said|asked|whispered|replied|shouted|cried)",
+    (
+        re.compile(
+            r"[\"\u201c][a-z][^\"\u201d]{2,}[,.!?][\"\u201d]\s*(?:said|asked|whispered|replied|shouted|cried)"
+        ),
         1.0,
+        3,
     ),
-    _cue(
-        r"\b(?:she|he|they|i) (?:walked|looked|smiled|whispered|ran|turned|felt|wondered|sighed|laughed)\b",
-        0.6,
-    ),
-    _cue(r"\b(?:imagine|describe|once|long ago|suddenly|the end)\b", 0.4),
 ]
+_DIGIT = re.compile(r"\d")
+PRONOUNS = {b"she", b"he", b"they", b"i"}
+NARRATION = {
+    w.encode() for w in "walked looked smiled whispered ran turned felt wondered sighed laughed".split()
+}
 
 
 def rule_score(text: str) -> float:
     """Log-odds that ``text`` is reasoning (positive) rather than narrative (negative), from the cues."""
+    low = text.lower()
     z = 0.0
-    for cues, sign in ((REASONING_CUES, 1.0), (NARRATIVE_CUES, -1.0)):
-        for pattern, weight, cap in cues:
-            hits = len(pattern.findall(text))
-            z += sign * weight * min(hits, cap)
+    hits: dict[bytes, int] = {}
+    ws = tokens_bytes(low).split()
+    for w in ws:
+        if w in REASONING_WORDS or w in NARRATIVE_WORDS:
+            hits[w] = hits.get(w, 0) + 1
+    for w, n in hits.items():
+        if w in REASONING_WORDS:
+            z += REASONING_WORDS[w][0] * min(n, 3)
+        else:
+            z -= NARRATIVE_WORDS[w][0] * min(n, 3)
+    narration = sum(1 for a, b in zip(ws, ws[1:], strict=False) if a in PRONOUNS and b in NARRATION)
+    z -= 0.6 * min(narration, 3)
+    for phrases, sign in ((REASONING_PHRASES, 1.0), (NARRATIVE_PHRASES, -1.0)):
+        for phrase, weight, cap in phrases:
+            if phrase in low:
+                z += sign * weight * min(low.count(phrase), cap)
+    digits = _DIGIT.search(low) is not None
+    for patterns, sign in ((REASONING_PATTERNS, 1.0), (NARRATIVE_PATTERNS, -1.0)):
+        for pattern, weight, cap in patterns:
+            if sign > 0 and not digits:
+                continue
+            if sign < 0 and '"' not in low and "\u201c" not in low and "write" not in low:
+                continue
+            z += sign * weight * min(len(pattern.findall(low)), cap)
     return z
 
 
@@ -91,6 +142,8 @@ def mixed_spans(record: Record, cfg: LabelConfig, sure: float = 1.0) -> list[dic
     """Spans over the last assistant message when its paragraphs clearly split into both pathways."""
     index = max(i for i, m in enumerate(record.messages) if m["role"] == "assistant")
     content = record.messages[index]["content"]
+    if "\n" not in content.strip():
+        return None  # one paragraph: nothing to split
     labelled = []
     for a, b in segments(content):
         z = rule_score(content[a:b])

@@ -38,8 +38,13 @@ def fix_piece(text: str, cfg: NormaliseConfig, calculator: bool) -> str:
 
 def normalise_text(text: str, cfg: NormaliseConfig, calculator: bool = False) -> str:
     text = fix_piece(text, cfg, calculator)
-    text = _TRAILING.sub("\n", _SPACES.sub(" ", text))
-    return _BLANK_LINES.sub("\n\n", text).strip()
+    if "  " in text or "\t" in text or "\u00a0" in text:
+        text = _SPACES.sub(" ", text)
+    if " \n" in text or "\t\n" in text:
+        text = _TRAILING.sub("\n", text)
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip()
 
 
 def normalise(record: Record, cfg: NormaliseConfig) -> Record:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import string
 from collections import Counter
 from pathlib import Path
 
@@ -24,12 +25,14 @@ from .decontam import EvalIndex, contamination
 from .dedup import signatures, text_hash
 from .filters import first_failure, quality_score
 from .label import embed_text, label_rules
+from .ngrams import tokens_bytes
 from .normalise import normalise
 from .readers import Unit, read_unit
 from .records import Record, Reject, reject
 from .select import solution_steps
 
 log = logging.getLogger(__name__)
+_PUNCT = string.punctuation.encode()
 
 REJECT_SCHEMA = pa.schema(
     [("id", pa.string()), ("source", pa.string()), ("step", pa.string()), ("reason", pa.string()),
@@ -67,9 +70,15 @@ class TokenCounter:
     def __call__(self, texts: list[str]) -> list[int]:
         if self.tokenizer is not None:
             return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
-        from ..eval.metrics import words
-
-        return [len(words(t)) for t in texts]
+        out = []
+        for t in texts:
+            b = tokens_bytes(t)  # punctuation became spaces: words, plus one token per punctuation mark
+            out.append(
+                len(b.split())
+                + len(t.encode("utf-8", "surrogatepass"))
+                - len(t.encode("utf-8", "surrogatepass").translate(None, _PUNCT))
+            )
+        return out
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:

@@ -109,20 +109,16 @@ class Selection:
 
 
 class _Cells:
-    """Kept vectors per (pathway, coarse cell): growing arrays, so a lookup is one matrix-vector product."""
+    """Kept vectors per (pathway, coarse cell) in growing arrays."""
 
     def __init__(self, dim: int):
         self.dim = dim
         self.ids: dict[tuple, list[int]] = {}
         self.vecs: dict[tuple, np.ndarray] = {}
 
-    def nearest(self, key: tuple, v: np.ndarray) -> tuple[float, int]:
+    def matrix(self, key: tuple) -> np.ndarray | None:
         ids = self.ids.get(key)
-        if not ids:
-            return -1.0, -1
-        sims = self.vecs[key][: len(ids)] @ v
-        j = int(np.argmax(sims))
-        return float(sims[j]), ids[j]
+        return self.vecs[key][: len(ids)] if ids else None
 
     def add(self, key: tuple, v: np.ndarray, i: int) -> None:
         ids = self.ids.setdefault(key, [])
@@ -136,6 +132,29 @@ class _Cells:
         ids.append(i)
 
 
+def _nearest_kept(cells: _Cells, keys: list[tuple], v: np.ndarray, near: np.ndarray) -> tuple:
+    """(best cosine, kept index) of each block row against the vectors kept before the block (one matrix
+    product per cell that any row probes)."""
+    best = np.full(len(v), -1.0)
+    best_j = np.full(len(v), -1, dtype=np.int64)
+    groups: dict[tuple, list[int]] = {}
+    for row, (p, cs) in enumerate(zip(keys, near.tolist(), strict=True)):
+        for c in cs:
+            groups.setdefault((p, c), []).append(row)
+    for key, rows in groups.items():
+        m = cells.matrix(key)
+        if m is None:
+            continue
+        sims = v[rows] @ m.T  # (rows, kept in cell)
+        j = sims.argmax(axis=1)
+        top = sims[np.arange(len(rows)), j]
+        better = top > best[rows]
+        rows_a = np.asarray(rows)[better]
+        best[rows_a] = top[better]
+        best_j[rows_a] = np.asarray(cells.ids[key])[j[better]]
+    return best, best_j
+
+
 def select(
     score: np.ndarray,
     pathways: np.ndarray,
@@ -143,50 +162,65 @@ def select(
     budgets: dict,
     embed: Callable[[np.ndarray], np.ndarray] | None,
     tau: float,
-    block: int = 512,
-    cell_size: int = 1024,
+    block: int = 2048,
+    cell_size: int = 4096,
     probes: int = 3,
 ) -> Selection:
     """Greedy selection by descending score under budgets, skipping near-neighbours (cosine > tau).
 
     ``embed(indices) -> (n, d)`` L2-normalised vectors, called lazily in blocks of candidates. The
     neighbour search is exact up to ``cell_size`` candidates; beyond, kept vectors are filed under the
-    nearest of n / cell_size coarse centroids (evenly spaced candidates) and a candidate is compared with
-    the kept vectors of its ``probes`` nearest cells (IVF-style: a neighbour across cells can be missed)."""
+    nearest of sqrt(probes * n) coarse centroids (evenly spaced candidates) and a candidate is compared
+    with the kept vectors of its ``probes`` nearest cells (IVF-style: a neighbour across cells can be
+    missed)."""
     order = np.lexsort((np.arange(len(score)), -score))
     tracker = BudgetTracker(budgets)
     kept: list[int] = []
     pool: list[int] = []
     similar: dict[int, tuple[int, float]] = {}
+    all_pathways = sorted(set(pathways.tolist()))
     diverse = embed is not None and tau < 1.0 and len(order) > 0
     if diverse:
-        n_cells = max(1, min(4096, len(order) // cell_size))
+        # cost per candidate ~ cells + probes * kept / cells: least at cells = sqrt(probes * n)
+        n_cells = 1 if len(order) <= cell_size else int(min(4096, np.sqrt(probes * len(order))))
         centroids = embed(order[np.unique(np.linspace(0, len(order) - 1, n_cells).astype(np.int64))])
         cells = _Cells(centroids.shape[1])
         probes = min(probes, len(centroids))
     for lo in range(0, len(order), block):
         chunk = order[lo : lo + block]
         fits = [i for i in chunk if tracker.fits(pathways[i], int(tokens[i]))]
-        vecs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if diverse and fits:
             v = embed(np.asarray(fits))
-            near = np.argsort(-(v @ centroids.T), axis=1)[:, :probes]  # (n, probes) nearest cells first
-            vecs = {i: (v[k], near[k]) for k, i in enumerate(fits)}
+            sims = v @ centroids.T  # (n, cells)
+            near = np.argpartition(-sims, probes - 1, axis=1)[:, :probes] if probes < sims.shape[1] else None
+            near = np.argsort(-sims, axis=1) if near is None else near
+            order_in = np.argsort(-np.take_along_axis(sims, near, axis=1), axis=1)
+            near = np.take_along_axis(near, order_in, axis=1)  # (n, probes) nearest cells first
+            keys = [pathways[i] for i in fits]
+            best, best_j = _nearest_kept(cells, keys, v, near)
+            row_of = {i: k for k, i in enumerate(fits)}
+            in_block: dict[tuple, list[int]] = {}  # rows kept earlier in this block, per (pathway, cell)
         for i in chunk:
             p, t = pathways[i], int(tokens[i])
             if not tracker.fits(p, t):
                 pool.append(int(i))
                 continue
             if diverse:
-                v, near = vecs[i]
-                best, best_j = max(cells.nearest((p, int(c)), v) for c in near)
-                if best > tau:
-                    similar[int(i)] = (best_j, best)
+                k = row_of[i]
+                b, bj = float(best[k]), int(best_j[k])
+                for c in near[k].tolist():
+                    for r in in_block.get((p, c), ()):
+                        s = float(v[r] @ v[k])
+                        if s > b:
+                            b, bj = s, fits[r]
+                if b > tau:
+                    similar[int(i)] = (bj, b)
                     continue
-                cells.add((p, int(near[0])), v, int(i))
+                cells.add((p, int(near[k][0])), v[k], int(i))
+                in_block.setdefault((p, int(near[k][0])), []).append(k)
             tracker.add(p, t)
             kept.append(int(i))
-        if tracker.full(pathways[order[lo + block :]]) and lo + block < len(order):
+        if lo + block < len(order) and tracker.full(all_pathways):
             pool.extend(int(i) for i in order[lo + block :])
             break
     return Selection(np.asarray(kept, dtype=np.int64), np.asarray(pool, dtype=np.int64), similar)
