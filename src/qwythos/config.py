@@ -186,3 +186,15 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"config file {p}: expected a mapping at the top level")
     merged = _merge(_defaults(cls), data)
     return from_dict(cls, apply_overrides(merged, overrides or []), where=str(path or "config"))
+
+
+REPO = Path(__file__).resolve().parents[2]  # the source checkout (presets live in <repo>/configs)
+
+
+def preset_path(name: str) -> Path:
+    """``configs/<name>.yaml`` of the checkout; a clear error lists the presets that exist."""
+    path = REPO / "configs" / f"{name}.yaml"
+    if not path.is_file():
+        found = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
+        raise ConfigError(f"preset {name!r}: no {path}; available presets: {found}")
+    return path

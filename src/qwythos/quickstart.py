@@ -1,41 +1,54 @@
-"""`qwythos quickstart`: the main job on the embedded defaults.
+"""`qwythos quickstart`: the whole pipeline on the embedded defaults, CPU-sized.
 
-Today it builds the default pathway model on the embedded SmolLM2-135M (router initialised from example
-prompts, LoRAs untrained) and generates with a coloured gear trace. Curate -> train -> eval -> export join
-this pipeline as they land.
+    curate (preset quickstart)  ->  train (configs/quickstart.yaml: branch, branch, mix)
+    ->  export (Mixtral, soft)  ->  generate with a coloured gear trace
+Every step skips work a previous run finished, so an interrupted quickstart continues where it stopped.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from importlib import resources
 from pathlib import Path
 
+from .config import load_config, preset_path
 from .inference.api import generate, load_engine
 from .inference.sampling import SamplingParams
 from .inference.trace import render
-from .model.api import init_model
 
 log = logging.getLogger(__name__)
 
 DEMO_PROMPTS = (
     "Sam has 5 marbles and wins 8 more. How many marbles does Sam have now? Think step by step.",
     "Write a short story about a fox who finds a lantern in the snow.",
+    "Tell a story in which a merchant counts her coins: 12 gold and 7 silver. How many coins in all?",
 )
 
 
-def router_prompts() -> dict[str, list[str]]:
-    return json.loads(resources.files("qwythos.data").joinpath("router_prompts.json").read_text())
-
-
-def quickstart(out: Path, color: bool = True, max_new_tokens: int = 60) -> dict:
+def quickstart(out: Path, color: bool = True, max_new_tokens: int = 80) -> dict:
     out = Path(out)
-    model_dir = out / "model"
-    if not (model_dir / "qwythos.json").is_file():
-        log.info("building the default pathway model in %s", model_dir)
-        init_model(out=model_dir, router_prompts=router_prompts())
-    engine = load_engine(model_dir)
+    data, run, mixtral = out / "data", out / "run", out / "mixtral"
+
+    if not (data / "manifest.json").is_file():
+        from .curate.run import curate
+
+        log.info("1/4 curate -> %s", data)
+        curate(out=data, preset="quickstart")
+    if not (run / "model" / "qwythos.json").is_file():
+        from .train.config import TrainConfig
+        from .train.loop import train
+
+        log.info("2/4 train -> %s", run)
+        cfg = load_config(TrainConfig, preset_path("quickstart"), [f"data.dataset={data}"])
+        train(cfg, run, resume=(run / "config.yaml").is_file())
+    if not (mixtral / "config.json").is_file():
+        from .model.api import export_model
+
+        log.info("3/4 export -> %s", mixtral)
+        export_model(run / "model", mixtral, mode="soft")
+
+    log.info("4/4 generate with the gear trace")
+    engine = load_engine(run / "model")
     results = {}
     for prompt in DEMO_PROMPTS:
         result = generate(engine, prompt, chat=True, params=SamplingParams(max_new_tokens=max_new_tokens))
@@ -43,4 +56,5 @@ def quickstart(out: Path, color: bool = True, max_new_tokens: int = 60) -> dict:
         print(render(result["trace"], result["pathways"], color=color))
         results[prompt] = result
     (out / "generations.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    print(f"\nrun folder: {run}   Mixtral export: {mixtral}   generations: {out / 'generations.json'}")
     return results

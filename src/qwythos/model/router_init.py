@@ -25,11 +25,14 @@ def mean_router_inputs(model: PathwayLM, batches: list[torch.Tensor]) -> torch.T
         return fn
 
     handles = [layer.mlp.router.register_forward_pre_hook(hook(i)) for i, layer in enumerate(model.layers)]
+    was_training = model.training
+    model.eval()  # no LoRA dropout while measuring
     try:
         for ids in batches:
             model(ids, last_only=True)
             count += ids.numel()
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     return torch.stack(sums) / max(count, 1)
