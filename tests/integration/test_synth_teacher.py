@@ -41,6 +41,8 @@ def reply_for(body: dict) -> str:
     if prompt.rstrip().endswith("Solution:"):
         question = prompt.rsplit("Problem:", 1)[1]
         a, b = map(int, re.findall(r"\d+", question)[:2])
+        if "unsure" in question:  # a different answer for every seed: no majority
+            return f"Maybe {a} + {b} = {a + b}, or not.\n#### {rng.randint(100, 999)}"
         if "gets" in question:
             return f"We add: {a} + {b} = {a + b}.\n#### {a + b}"
         return f"I think it is {a + b}.\n#### {a + b}"  # wrong for anything but a sum
@@ -247,6 +249,32 @@ def test_synth_end_to_end_through_the_endpoint(tmp_path, monkeypatch):
         "user",
         "assistant",
     ]
+
+
+def test_reasoning_with_and_without_references(tmp_path, monkeypatch):
+    """With a reference the answer must match it; without one, a majority of the k samples must agree."""
+    problems = [
+        {"question": "Ann has 3 pens and gets 4 more. How many pens?", "answer": 7},
+        {"question": "Ann has 3 pens and gives away 2. How many pens?", "answer": 1},  # the stub says 5
+        {"question": "Bo has 10 cups and gets 5 more. How many cups?"},  # consistent: consensus on 15
+        {"question": "Bo is unsure: 2 cups and 6 plates?"},  # a different answer each time
+    ]
+    path = tmp_path / "problems.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in problems))
+    with ChatServer() as server:
+        monkeypatch.setenv("QWYTHOS_TEACHER_BASE_URL", server.url)
+        overrides = ["teacher.kind=openai", "teacher.model=stub", "tasks.reasoning=4", "select.k=3"]
+        report = json.loads(
+            synth(tmp_path / "run", overrides=[*overrides, f"tasks.reasoning_source={path}"]).read_text()
+        )
+    records = {r["id"].rsplit("-", 1)[1]: r for r in read_jsonl(tmp_path / "run" / "records.jsonl")}
+    assert sorted(records) == ["0", "2"]
+    assert records["0"]["messages"][-1]["content"].endswith("#### 7")
+    assert records["2"]["messages"][-1]["content"].endswith("#### 15")
+    assert records["2"]["spans"] == [
+        {"message": 1, "start": 0, "end": len(records["2"]["messages"][1]["content"]), "pathway": "reasoning"}
+    ]
+    assert report["rejected_by_reason"] == {"wrong_answer": 1, "no_consensus": 1}
 
 
 def test_an_interrupted_run_resumes_without_paying_twice(tmp_path):
