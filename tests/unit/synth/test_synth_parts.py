@@ -99,3 +99,11 @@ def test_a_part_without_a_passing_candidate_rejects_the_task_with_its_reason():
     rejected: dict = {}
     assemble([task], jobs, 0, {task.id: []}, {task.id: []}, rejected)
     assert rejected[task.id]["reason"] == "wrong_answer"
+
+
+@pytest.mark.slow  # importing reasoning-gym takes a few seconds
+def test_reasoning_gym_problems_come_with_numeric_references():
+    problems = reasoning_problems("gsm_symbolic", 3, 0)
+    assert len(problems) == 3 and all(q and ref.lstrip("-").isdigit() for q, ref in problems)
+    with pytest.raises(ValueError, match="reasoning_source='no_such_set'"):
+        reasoning_problems("no_such_set", 1, 0)
