@@ -62,8 +62,8 @@ class TasksConfig:
         for name in ("reasoning", "narrative", "roleplay", "mixed_story", "mixed_gm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"tasks.{name} ({getattr(self, name)}) must be >= 0")
-        if self.roleplay_turns < 1:
-            raise ValueError(f"tasks.roleplay_turns ({self.roleplay_turns}) must be >= 1")
+        if not 1 <= self.roleplay_turns <= 7:  # an opener + up to six distinct follow-ups (synth/seeds.py)
+            raise ValueError(f"tasks.roleplay_turns ({self.roleplay_turns}) must be between 1 and 7")
 
 
 @dataclass

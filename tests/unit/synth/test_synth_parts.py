@@ -34,6 +34,8 @@ def test_unknown_keys_and_bad_values_name_the_option():
         load_config(SynthConfig, overrides=["tasks.stories=3"])
     with pytest.raises(ValueError, match="select.n"):
         load_config(SynthConfig, overrides=["select.n=0"])
+    with pytest.raises(ValueError, match="roleplay_turns"):
+        load_config(SynthConfig, overrides=["tasks.roleplay_turns=9"])
     with pytest.raises(ConfigError, match="teacher.kind"):
         load_config(SynthConfig, overrides=["teacher.kind=vllm"])
 
