@@ -51,12 +51,17 @@ class MiniLM:
 
 class Hashing:
     def __init__(self, cfg: EmbedConfig):
+        from .filters import ENGLISH
+
         self.dim = cfg.dim
         self.name = f"hashing-{cfg.dim}"
+        self.stop = word_hashes([" ".join(w.decode() for w in ENGLISH)])[0]
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         flat, lens = word_hashes(texts)
         doc = np.repeat(np.arange(len(texts)), lens)
+        content = ~np.isin(flat, self.stop)  # function words carry no topic: leave them out
+        flat, doc = flat[content], doc[content]
         pair = doc[1:] == doc[:-1]  # consecutive words of one text make a bigram
         h = np.concatenate([flat, ((flat[:-1] * np.uint64(0x100000001B3)) ^ flat[1:])[pair]])
         d = np.concatenate([doc, doc[1:][pair]])

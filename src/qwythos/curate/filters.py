@@ -52,7 +52,8 @@ ENGLISH = frozenset(
     for w in (
         "the a an and or but of to in on at for with by from as is are was were be been it its this that "
         "these those he she they we you i his her their our your my me him them us not no so if then than "
-        "there what which who when where how why all any some can will would should could do does did have has had"
+        "there what which who when where how why all any some can will would should could do does did have "
+        "has had"
     ).split()
 )
 
@@ -127,10 +128,11 @@ def not_english(r: Record, cfg: QualityConfig) -> Verdict:
         letters = len(_LETTER.findall(text))
         if letters and len(_NON_LATIN.findall(text)) / letters > 0.3:
             return "not_english", "mostly non-Latin letters"
-    ws = [w for w in tokens_bytes(text).split() if w.isalpha()]
-    if len(ws) < 8:
+    ws = tokens_bytes(text).split()
+    n = len(ws) - sum(map(bytes.isdigit, ws))  # numbers are neither English nor not
+    if n < 8:
         return None
-    share = sum(w in ENGLISH for w in ws) / len(ws)
+    share = sum(map(ENGLISH.__contains__, ws)) / n
     return ("not_english", f"{share:.2f} English function words") if share < cfg.min_english else None
 
 

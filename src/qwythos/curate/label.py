@@ -86,24 +86,21 @@ PRONOUNS = {b"she", b"he", b"they", b"i"}
 NARRATION = {
     w.encode() for w in "walked looked smiled whispered ran turned felt wondered sighed laughed".split()
 }
+_CUE_WORDS = set(REASONING_WORDS) | set(NARRATIVE_WORDS)
 
 
 def rule_score(text: str) -> float:
     """Log-odds that ``text`` is reasoning (positive) rather than narrative (negative), from the cues."""
     low = text.lower()
     z = 0.0
-    hits: dict[bytes, int] = {}
     ws = tokens_bytes(low).split()
-    for w in ws:
-        if w in REASONING_WORDS or w in NARRATIVE_WORDS:
-            hits[w] = hits.get(w, 0) + 1
-    for w, n in hits.items():
-        if w in REASONING_WORDS:
-            z += REASONING_WORDS[w][0] * min(n, 3)
-        else:
-            z -= NARRATIVE_WORDS[w][0] * min(n, 3)
-    narration = sum(1 for a, b in zip(ws, ws[1:], strict=False) if a in PRONOUNS and b in NARRATION)
-    z -= 0.6 * min(narration, 3)
+    present = _CUE_WORDS.intersection(ws)  # set operations and list.count stay in C
+    for w in present:
+        n = min(ws.count(w), 3)
+        z += REASONING_WORDS[w][0] * n if w in REASONING_WORDS else -NARRATIVE_WORDS[w][0] * n
+    if NARRATION.intersection(ws) and PRONOUNS.intersection(ws):
+        narration = sum(1 for a, b in zip(ws, ws[1:], strict=False) if a in PRONOUNS and b in NARRATION)
+        z -= 0.6 * min(narration, 3)
     for phrases, sign in ((REASONING_PHRASES, 1.0), (NARRATIVE_PHRASES, -1.0)):
         for phrase, weight, cap in phrases:
             if phrase in low:

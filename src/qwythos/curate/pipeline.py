@@ -113,6 +113,7 @@ def process_unit(unit_data: dict, ctx: dict) -> dict:
             rejects.append(reject(r, "quality", *verdict))
             counts[f"quality:{verdict[0]}"] += 1
         else:
+            r.meta["_quality"] = quality_score(r)  # now, while repetition() still has this text cached
             kept.append((r, needs_embed))
     if ctx.get("index") and kept:
         index = EvalIndex.load(Path(ctx["index"]))
@@ -138,6 +139,7 @@ def process_unit(unit_data: dict, ctx: dict) -> dict:
 
 def features(kept: list[tuple[Record, bool]], cfg: CurateConfig) -> pa.Table:
     records = [r for r, _ in kept]
+    quality = [r.meta.pop("_quality") for r in records]
     near = cfg.dedup.near
     field_text = {"text": lambda r: r.text, "prompt": lambda r: r.prompt, "response": lambda r: r.response}
     sigs = (
@@ -165,7 +167,7 @@ def features(kept: list[tuple[Record, bool]], cfg: CurateConfig) -> pa.Table:
         "tokens": tokens,
         "response_tokens": response_tokens,
         "steps": [solution_steps(r.response) for r in records],
-        "quality": [quality_score(r) for r in records],
+        "quality": quality,
     }
     return pa.table(cols, schema=unit_schema(near.num_perm))
 

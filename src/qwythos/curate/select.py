@@ -184,6 +184,8 @@ def select(
         # cost per candidate ~ cells + probes * kept / cells: least at cells = sqrt(probes * n)
         n_cells = 1 if len(order) <= cell_size else int(min(4096, np.sqrt(probes * len(order))))
         centroids = embed(order[np.unique(np.linspace(0, len(order) - 1, n_cells).astype(np.int64))])
+        centre = centroids.mean(axis=0)  # assign cells on centred vectors: a shared component would
+        centroids = centroids - centre  # pull everything into a few big cells
         cells = _Cells(centroids.shape[1])
         probes = min(probes, len(centroids))
     for lo in range(0, len(order), block):
@@ -191,7 +193,7 @@ def select(
         fits = [i for i in chunk if tracker.fits(pathways[i], int(tokens[i]))]
         if diverse and fits:
             v = embed(np.asarray(fits))
-            sims = v @ centroids.T  # (n, cells)
+            sims = (v - centre) @ centroids.T  # (n, cells)
             near = np.argpartition(-sims, probes - 1, axis=1)[:, :probes] if probes < sims.shape[1] else None
             near = np.argsort(-sims, axis=1) if near is None else near
             order_in = np.argsort(-np.take_along_axis(sims, near, axis=1), axis=1)
