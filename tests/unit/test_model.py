@@ -223,3 +223,18 @@ def test_router_init_from_prompts_separates_the_domains(tiny_base):
     assert r > 0.5 > n
     with pytest.raises(ValueError, match="prompts for every pathway"):
         init_router_from_prompts(m, tok, {"reasoning": ["x"]})
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_base):
+    m, _ = build_model(tiny_base, PathwayConfig(rank=2))
+    randomise(m)
+    ids = torch.randint(0, 300, (2, 8))
+    grads = []
+    for ckpt in (False, True):
+        m.zero_grad()
+        m.gradient_checkpointing = ckpt
+        out = m(ids, return_router_logits=True)
+        (out.logits.mean() + out.router_logits.mean()).backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad})
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n])
