@@ -292,9 +292,33 @@ def _serve(sub) -> None:
     p.set_defaults(func=run)
 
 
+# ---------------------------------------------------------------- benchmarks
+
+
+def _bench(sub) -> None:
+    p = sub.add_parser("bench", help="run one of the published benchmarks in bench/ (no name: list them)")
+    p.add_argument("name", nargs="?", default=None, help="e.g. model, train, decode, curate")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
+
+    def run(a):
+        import subprocess
+
+        from .config import REPO
+
+        scripts = {f.stem.removeprefix("bench_"): f for f in sorted((REPO / "bench").glob("bench_*.py"))}
+        if a.name is None:
+            print("\n".join(f"{k:12s} {v}" for k, v in scripts.items()))
+            return
+        if a.name not in scripts:
+            raise ValueError(f"no benchmark {a.name!r}; available: {sorted(scripts)}")
+        subprocess.run([sys.executable, str(scripts[a.name]), *a.args], check=True, cwd=REPO)
+
+    p.set_defaults(func=run)
+
+
 # ---------------------------------------------------------------- entry point
 
-VERBS = (_init, _export, _generate, _quickstart, _curate, _synth, _train, _chat, _serve)
+VERBS = (_init, _export, _generate, _quickstart, _curate, _synth, _train, _chat, _serve, _bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
