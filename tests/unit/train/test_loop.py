@@ -175,3 +175,15 @@ def test_branches_trained_apart_combine_into_one_model(tiny_base, data, tmp_path
     for p, m in runs.items():
         theirs = pathway_weights(load_native(m))
         assert all(torch.equal(got[k], theirs[k]) for k in got if f".{p}." in k)
+
+
+def test_gradient_accumulation_matches_the_big_batch(tiny_base, data, tmp_path):
+    """batch 2 x accumulation 2 == batch 4: the LM loss is normalised by the step's supervised tokens."""
+    got = {}
+    for bs, acc in ((4, 1), (2, 2)):
+        cfg = config(tiny_base, data, optim__batch_size=bs, optim__grad_accum=acc, data__pack=False,
+                     model__router_init="zero")
+        cfg.stages = cfg.stages[:1]
+        got[bs] = weights(train(cfg, tmp_path / f"b{bs}") / "model")
+    for k in got[4]:
+        torch.testing.assert_close(got[4][k], got[2][k], atol=1e-5, rtol=1e-4)
