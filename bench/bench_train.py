@@ -33,8 +33,15 @@ def peft_trainer(steps: int) -> float:
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(resolve_base(None), dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.0,
-                                             target_modules=["gate_proj", "up_proj", "down_proj"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=RANK,
+            lora_alpha=2 * RANK,
+            lora_dropout=0.0,
+            target_modules=["gate_proj", "up_proj", "down_proj"],
+        ),
+    )
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 49152, (BATCH * (steps + 1), SEQ))]
     times: list[float] = []
 
@@ -46,9 +53,18 @@ def peft_trainer(steps: int) -> float:
             times.append(time.perf_counter() - self.t)
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH, max_steps=steps + 1,
-                                 learning_rate=2e-4, logging_strategy="no", save_strategy="no", report_to=[],
-                                 use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
+        args = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=BATCH,
+            max_steps=steps + 1,
+            learning_rate=2e-4,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
         Trainer(model=model, args=args, train_dataset=data, callbacks=[Clock()]).train()
     return BATCH * SEQ / statistics.median(times[1:])
 
@@ -65,15 +81,35 @@ def qwythos_stage(kind: str, steps: int) -> float:
         with open(data, "w") as f:  # records of ~250 tokens: one per packed 256-token row
             for i in range(BATCH * (steps + 1) * 2):
                 text = " ".join(rng.choice(words) for _ in range(210))
-                f.write(json.dumps({"id": str(i), "source": "bench", "pathway": ["reasoning", "narrative"][i % 2],
-                                    "messages": [{"role": "user", "content": "Go."},
-                                                 {"role": "assistant", "content": text}]}) + "\n")
-        stage = ({"name": "s", "kind": "branch", "pathway": "reasoning", "max_steps": steps + 1} if kind == "branch"
-                 else {"name": "s", "kind": "joint", "max_steps": steps + 1})
-        cfg = from_dict(TrainConfig, {
-            "model": {"rank": RANK, "alpha": 2 * RANK, "dropout": 0.0, "router_init": "zero"},
-            "data": {"dataset": str(data), "max_seq_len": SEQ, "pack": True},
-            "stages": [stage], "optim": {"batch_size": BATCH}, "checkpoint": {"every": 10_000}})
+                f.write(
+                    json.dumps(
+                        {
+                            "id": str(i),
+                            "source": "bench",
+                            "pathway": ["reasoning", "narrative"][i % 2],
+                            "messages": [
+                                {"role": "user", "content": "Go."},
+                                {"role": "assistant", "content": text},
+                            ],
+                        }
+                    )
+                    + "\n"
+                )
+        stage = (
+            {"name": "s", "kind": "branch", "pathway": "reasoning", "max_steps": steps + 1}
+            if kind == "branch"
+            else {"name": "s", "kind": "joint", "max_steps": steps + 1}
+        )
+        cfg = from_dict(
+            TrainConfig,
+            {
+                "model": {"rank": RANK, "alpha": 2 * RANK, "dropout": 0.0, "router_init": "zero"},
+                "data": {"dataset": str(data), "max_seq_len": SEQ, "pack": True},
+                "stages": [stage],
+                "optim": {"batch_size": BATCH},
+                "checkpoint": {"every": 10_000},
+            },
+        )
         run = train(cfg, Path(tmp) / "run")
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return statistics.median(r["tok_s"] for r in rows[1:])
@@ -81,7 +117,9 @@ def qwythos_stage(kind: str, steps: int) -> float:
 
 def child(kind: str, steps: int) -> None:
     value = peft_trainer(steps) if kind == "peft" else qwythos_stage(kind, steps)
-    print(json.dumps({"tok_s": value, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps({"tok_s": value, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    )
 
 
 def main() -> None:
@@ -97,19 +135,32 @@ def main() -> None:
     res: dict[str, list[dict]] = {k: [] for k in kinds}
     for r in range(a.repeats):
         for k in kinds:
-            out = subprocess.run([sys.executable, __file__, "--child", k, "--steps", str(a.steps)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", k, "--steps", str(a.steps)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             res[k].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"repeat {r + 1}/{a.repeats} {k:6s} {res[k][-1]['tok_s']:.0f} tok/s, "
-                  f"peak RSS {res[k][-1]['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"repeat {r + 1}/{a.repeats} {k:6s} {res[k][-1]['tok_s']:.0f} tok/s, "
+                f"peak RSS {res[k][-1]['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
     med = {k: statistics.median(x["tok_s"] for x in v) for k, v in res.items()}
     summary = {
         "tok_s": med,
         "ratio_branch_vs_peft_trainer": med["branch"] / med["peft"],
         "ratio_joint_soft_vs_peft_trainer": med["joint"] / med["peft"],
         "peak_rss_mb": {k: max(x["peak_rss_mb"] for x in v) for k, v in res.items()},
-        "setup": {"batch": BATCH, "seq": SEQ, "rank": RANK, "steps": a.steps, "repeats": a.repeats,
-                  "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(default)")},
+        "setup": {
+            "batch": BATCH,
+            "seq": SEQ,
+            "rank": RANK,
+            "steps": a.steps,
+            "repeats": a.repeats,
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(default)"),
+        },
         "raw": res,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)

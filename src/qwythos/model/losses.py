@@ -28,14 +28,18 @@ class LossConfig:
     usage_target: list[float] = field(default_factory=list)  # empty: uniform
 
 
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token CE; labels (B, T) aligned with input_ids, IGNORE where not supervised."""
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor, normaliser: float | None = None) -> torch.Tensor:
+    """Next-token CE; labels (B, T) aligned with input_ids, IGNORE where not supervised.
+
+    Mean over supervised tokens, or their sum / ``normaliser`` (e.g. the count over all micro-batches and
+    processes of one optimiser step, so accumulation and data parallelism give the global mean)."""
     shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
     if not bool((shift_labels != IGNORE).any()):
         raise ValueError("the batch has no supervised tokens (every label is masked); check the loss mask")
-    return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE
-    )
+    flat = (shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1))
+    if normaliser is None:
+        return F.cross_entropy(*flat, ignore_index=IGNORE)
+    return F.cross_entropy(*flat, ignore_index=IGNORE, reduction="sum") / normaliser
 
 
 def gate_loss(router_logits: torch.Tensor, gate_labels: torch.Tensor) -> torch.Tensor:
