@@ -170,8 +170,13 @@ class Attention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.update(self.layer, k, v)
-        if self.n_kv != self.n_heads:  # GQA: SDPA's math path wants equal heads
-            rep = self.n_heads // self.n_kv
+        rep = self.n_heads // self.n_kv
+        if rep > 1 and T == 1:  # GQA decode: each kv head's query heads become its query rows, no copy
+            m = None if mask is None else mask.expand(B, 1, 1, k.shape[2])
+            qg = q.reshape(B, self.n_kv, rep, self.head_dim)  # heads are grouped by kv head
+            y = F.scaled_dot_product_attention(qg, k, v, attn_mask=m)  # (B, KVH, rep, D)
+            return self.o_proj(y.reshape(B, 1, q_dim))
+        if rep > 1:  # GQA prefill: SDPA's math path wants equal heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         causal = mask is None and past == 0 and T > 1
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, heads, T, D)
