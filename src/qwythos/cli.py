@@ -189,9 +189,28 @@ def _curate(sub) -> None:
     p.add_argument("--preset", default=None, help="built-in preset, e.g. quickstart")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. dedup.threshold=0.8")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. dedup.near.threshold=0.8")
+    p.add_argument(
+        "--select-from",
+        type=Path,
+        default=None,
+        help="active-learning round: re-score this curated folder's pool with --model, write the next batch",
+    )
+    p.add_argument("--model", type=Path, default=None, help="model folder for --select-from")
+    p.add_argument("--exclude", type=Path, default=None, help="file of record ids already used, one per line")
 
     def run(a):
+        if a.select_from is not None:
+            from .config import load_config
+            from .curate.config import CurateConfig
+            from .curate.select import select_round
+
+            if a.model is None:
+                raise ValueError("--select-from needs --model (the model whose loss/IFD ranks the pool)")
+            cfg = load_config(CurateConfig, a.config, a.overrides)
+            exclude = set(a.exclude.read_text().split()) if a.exclude else set()
+            print(select_round(a.select_from, a.model, a.out, cfg.select.budgets, exclude))
+            return
         from .curate.run import curate
 
         print(

@@ -25,11 +25,21 @@ SPANS = pa.list_(
     pa.struct([("message", pa.int64()), ("start", pa.int64()), ("end", pa.int64()), ("pathway", pa.string())])
 )
 SCHEMA = pa.schema(
-    [("id", pa.string()), ("source", pa.string()), ("messages", MESSAGES), ("pathway", pa.string()),
-     ("pathway_confidence", pa.float64()), ("spans", SPANS), ("meta", pa.string()),
-     ("difficulty", pa.float64()), ("quality", pa.float64()), ("tokens", pa.int64()),
-     ("stage", pa.int64()), ("order", pa.int64())]
-)  # fmt: skip
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("messages", MESSAGES),
+        ("pathway", pa.string()),
+        ("pathway_confidence", pa.float64()),
+        ("spans", SPANS),
+        ("meta", pa.string()),
+        ("difficulty", pa.float64()),
+        ("quality", pa.float64()),
+        ("tokens", pa.int64()),
+        ("stage", pa.int64()),
+        ("order", pa.int64()),
+    ]
+)
 
 
 def shard_name(i: int) -> str:
@@ -111,3 +121,42 @@ def read_dataset(folder: str | Path) -> list[Record]:
 def read_pool(folder: str | Path) -> list[Record]:
     """The over-budget records of a curated folder: the pool that active-learning rounds draw from."""
     return _read(Path(folder), "pool")
+
+
+def write_dataset(folder: str | Path, records: list[Record], info: dict, shard_size: int = 10_000) -> Path:
+    """A small curated folder from records already in order (an active-learning round): data shards and a
+    manifest; read_dataset reads it back."""
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"--out {folder} exists and is not empty; choose a new folder or delete it")
+    (folder / "data").mkdir(parents=True)
+    names = []
+    for k, lo in enumerate(range(0, max(1, len(records)), shard_size)):
+        chunk = records[lo : lo + shard_size]
+        cols: dict[str, list] = {name: [] for name in SCHEMA.names}
+        for i, r in enumerate(chunk, start=lo):
+            meta = dict(r.meta)
+            for key, default in (("difficulty", 0.0), ("quality", 1.0), ("tokens", 0), ("stage", 0)):
+                cols[key].append(meta.pop(key, default))
+            meta.pop("order", None)
+            cols["order"].append(i)
+            for key in ("id", "source", "messages", "pathway", "pathway_confidence", "spans"):
+                cols[key].append(getattr(r, key))
+            cols["meta"].append(json.dumps(meta, ensure_ascii=False, default=str))
+        pq.write_table(records_table(cols), folder / "data" / shard_name(k))
+        names.append(shard_name(k))
+    totals: dict[str, dict[str, int]] = {}
+    for r in records:
+        t = totals.setdefault(r.pathway, {"samples": 0, "tokens": 0})
+        t["samples"] += 1
+        t["tokens"] += int(r.meta.get("tokens", 0) or 0)
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "selected": len(records),
+        "pathways": totals,
+        "shards": {"data": names, "pool": [], "rejects": []},
+        **info,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return folder

@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -359,3 +360,36 @@ def score_with_model(model, tokenizer, records: list[Record], batch_size: int = 
         r.id: {"loss": float(losses[i, 0]), "ifd": float(losses[i, 0] / losses[i, 1])}
         for i, r in enumerate(records)
     }
+
+
+def select_round(
+    dataset: str | Path,
+    model: str | Path,
+    out: str | Path,
+    budgets: dict,
+    exclude_ids: set[str] | None = None,
+    batch_size: int = 8,
+    max_tokens: int = 1024,
+) -> Path:
+    """One active-learning round from the command line: score the pool of a curated ``dataset`` with
+    ``model``, pick the next batch with ``select_next`` and write it as a curated folder ``out``."""
+    from ..model.formats import load_model
+    from .dataset import read_manifest, read_pool, write_dataset
+
+    read_manifest(dataset)  # a clear error for a folder that is not a curated dataset
+    exclude_ids = exclude_ids or set()
+    pool = [r for r in read_pool(dataset) if r.id not in exclude_ids]
+    lm, tokenizer, _ = load_model(model)
+    log.info("scoring %d pool records with %s", len(pool), model)
+    scores = score_with_model(lm, tokenizer, pool, batch_size, max_tokens)
+    chosen = select_next(pool, scores, budgets, exclude_ids)
+    for r in chosen:
+        r.meta.update({"model_loss": scores[r.id]["loss"], "ifd": scores[r.id]["ifd"]})
+    info = {
+        "selected_from": str(dataset),
+        "model": str(model),
+        "budgets": {p: vars(b) for p, b in as_budgets(budgets).items()},
+        "scored": len(scores),
+        "excluded": len(exclude_ids),
+    }
+    return write_dataset(out, chosen, info)

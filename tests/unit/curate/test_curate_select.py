@@ -103,12 +103,17 @@ def test_select_next_ranks_by_ifd_under_budgets_and_exclusions():
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny_base, tmp_path_factory):
+def tiny_model_dir(tiny_base, tmp_path_factory):
     from qwythos.model.api import init_model
+
+    return init_model(out=tmp_path_factory.mktemp("m") / "model", base=tiny_base, router_init="random")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_dir):
     from qwythos.model.formats import load_model
 
-    folder = init_model(out=tmp_path_factory.mktemp("m") / "model", base=tiny_base, router_init="random")
-    return load_model(folder)[:2]
+    return load_model(tiny_model_dir)[:2]
 
 
 def test_score_with_model_batched_equals_one_by_one(tiny_model):
@@ -168,3 +173,42 @@ def test_cell_search_finds_the_same_near_copies_as_exact_search():
     cells = select(*args, cell_size=100, probes=3)
     assert set(exact.similar) == set(cells.similar) == set(range(1500, n))
     assert np.array_equal(np.sort(exact.kept), np.sort(cells.kept))
+
+
+def test_active_learning_round_from_the_cli(tmp_path, tiny_model_dir):
+    from qwythos.cli import main
+    from qwythos.curate import read_dataset, read_pool
+    from qwythos.curate.run import curate
+    from unit.curate.curate_data import math_rows, write_jsonl
+
+    data = write_jsonl(tmp_path / "m.jsonl", math_rows(12))
+    fast = [
+        "executor.workers=1",
+        "select.embed.model=hashing",
+        "label.embed.model=hashing",
+        "output.plots=false",
+    ]
+    first = curate(
+        inputs=[data], out=tmp_path / "r0", overrides=[*fast, "select.budgets.reasoning.samples=4"]
+    )
+    pool = {r.id for r in read_pool(first)}
+    assert len(pool) == 8
+    used = tmp_path / "used.txt"
+    used.write_text(sorted(pool)[0] + "\n")
+    args = [
+        "curate",
+        "--select-from",
+        str(first),
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(tmp_path / "r1"),
+        "--exclude",
+        str(used),
+        "select.budgets.reasoning.samples=3",
+    ]
+    assert main(args) == 0
+    chosen = read_dataset(tmp_path / "r1")
+    assert len(chosen) == 3 and {r.id for r in chosen} <= pool - {sorted(pool)[0]}
+    ifd = [r.meta["ifd"] for r in chosen]
+    assert ifd == sorted(ifd, reverse=True) and all(x < 1.0 for x in ifd)
