@@ -60,7 +60,7 @@ def make_rows(n: int, path: Path, seed: int = 0) -> None:
     vocab = make_vocab(rng)
     recent: list[dict] = []
     with open(path, "w") as f:
-        for i in range(n):
+        for _ in range(n):
             u = rng.random()
             if u < 0.03 and recent:  # exact duplicate
                 row = dict(rng.choice(recent))
@@ -153,7 +153,8 @@ def main() -> None:
         t = time.perf_counter()
         make_rows(a.rows, data)
         print(
-            f"generated {a.rows} rows ({data.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f}s"
+            f"generated {a.rows} rows ({data.stat().st_size / 2**20:.0f} MiB) "
+            f"in {time.perf_counter() - t:.0f}s"
         )
     out = a.work / "out"
     shutil.rmtree(out, ignore_errors=True)
@@ -176,12 +177,14 @@ def main() -> None:
     m = json.loads((out / "manifest.json").read_text())
     ds = datasketch_rate(data, a.baseline_sample)
     print(
-        f"| rows | wall | rows/s | peak RSS (process tree) | selected | datasketch near dedup alone, extrapolated |"
+        "| rows | wall | rows/s | peak RSS (process tree) | selected "
+        "| datasketch near dedup alone, extrapolated |"
     )
     print("|---|---|---|---|---|---|")
     print(
         f"| {a.rows:,} | {wall / 60:.1f} min | {a.rows / wall:,.0f} | {peak:.2f} GiB | {m['selected']:,} "
-        f"| {a.rows / ds / 60:.1f} min ({ds:,.0f} docs/s; ours whole pipeline {a.rows / wall / ds:.1f}x that rate) |"
+        f"| {a.rows / ds / 60:.1f} min ({ds:,.0f} docs/s; our whole pipeline runs at "
+        f"{a.rows / wall / ds:.1f}x that rate) |"
     )
     print("steps (s):", json.dumps(m["timings_s"]))
     print("counts:", json.dumps(m["steps"]))

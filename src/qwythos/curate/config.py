@@ -59,6 +59,9 @@ class QualityConfig:
     max_length_ratio: float = 0.0  # (0 = off)
     max_repetition: float = 0.35  # share of the response's word 4-grams that repeat an earlier one
     refusals: bool = True  # drop 'As an AI language model, I cannot ...' and friends
+    boilerplate: int = (
+        0  # drop a response with this many boilerplate phrases or more (0: they only lower quality)
+    )
     final_answer: Literal["strict", "flexible", "off"] = "flexible"  # for math-like reasoning samples
     reference_answer: bool = True  # when meta.answer exists, the response's final answer must match it
     language: Literal["en", "any"] = "en"

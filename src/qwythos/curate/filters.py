@@ -120,6 +120,13 @@ def refusal(r: Record, cfg: QualityConfig) -> Verdict:
     return ("refusal", m.group(0)) if m else None
 
 
+def boilerplate(r: Record, cfg: QualityConfig) -> Verdict:
+    if not cfg.boilerplate:
+        return None
+    found = BOILERPLATE.findall(r.response)
+    return ("boilerplate", "; ".join(found)) if len(found) >= cfg.boilerplate else None
+
+
 def not_english(r: Record, cfg: QualityConfig) -> Verdict:
     if cfg.language == "any":
         return None
@@ -161,6 +168,7 @@ FILTERS: list[Callable[[Record, QualityConfig], Verdict]] = [
     length_ratio,
     not_english,
     refusal,
+    boilerplate,
     repetitive,
     no_final_answer,
     wrong_answer,

@@ -212,3 +212,20 @@ def test_active_learning_round_from_the_cli(tmp_path, tiny_model_dir):
     assert len(chosen) == 3 and {r.id for r in chosen} <= pool - {sorted(pool)[0]}
     ifd = [r.meta["ifd"] for r in chosen]
     assert ifd == sorted(ifd, reverse=True) and all(x < 1.0 for x in ifd)
+
+
+def test_model_loss_joins_the_difficulty(tmp_path, tiny_model_dir):
+    from qwythos.curate import read_dataset
+    from qwythos.curate.run import curate
+    from unit.curate.curate_data import math_rows, write_jsonl
+
+    data = write_jsonl(tmp_path / "m.jsonl", math_rows(6))
+    fast = [
+        "executor.workers=1",
+        "select.embed.model=hashing",
+        "label.embed.model=hashing",
+        "output.plots=false",
+    ]
+    out = curate(inputs=[data], out=tmp_path / "o", overrides=[*fast, f"difficulty.model={tiny_model_dir}"])
+    records = read_dataset(out)
+    assert len(records) == 6 and all(r.meta["model_loss"] > 0 for r in records)

@@ -105,6 +105,11 @@ def test_good_records_pass_and_score_higher_than_boilerplate():
     fluff = rec("Name a colour.", "Sure! Blue is a calm colour. I hope this helps! Feel free to ask more.")
     assert quality_score(plain) > quality_score(fluff)
     assert first_failure(rec("Q?", "The strict mode wants ####", schema="gsm8k"), QualityConfig()) is None
+    assert first_failure(fluff, QualityConfig()) is None  # boilerplate only lowers quality by default
+    assert first_failure(fluff, QualityConfig(boilerplate=2)) == (
+        "boilerplate",
+        "Sure!; I hope this helps; Feel free to ask",
+    )
 
 
 # ---------------------------------------------------------------- pathway labels
