@@ -174,14 +174,14 @@ def label_rules(record: Record, cfg: LabelConfig) -> bool:
         covered = sum(s["end"] - s["start"] for s in spans)
         record.pathway_confidence = round(min(1.0, covered / max(1, len(record.response))), 4)
         return False
-    set_label(record, z_prior + z_rules)
+    record.pathway, record.pathway_confidence = from_logodds(z_prior + z_rules)
     return record.pathway_confidence < cfg.embed_below
 
 
-def set_label(record: Record, z: float) -> None:
+def from_logodds(z: float) -> tuple[str, float]:
+    """(pathway, confidence) from the log-odds of reasoning."""
     p = sigmoid(z)
-    record.pathway = "reasoning" if z >= 0 else "narrative"
-    record.pathway_confidence = round(max(p, 1 - p), 4)
+    return ("reasoning" if z >= 0 else "narrative"), round(max(p, 1 - p), 4)
 
 
 # ---------------------------------------------------------------- the embedding classifier

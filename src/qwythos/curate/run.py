@@ -31,7 +31,7 @@ from .dataset import FORMAT, VERSION, read_dataset, records_table, shard_name
 from .decontam import EvalIndex
 from .dedup import ExactDedup, NearDedup, signatures, text_hash
 from .embed import Embedder
-from .label import PathwayClassifier, prototypes, set_label
+from .label import PathwayClassifier, from_logodds, prototypes
 from .normalise import normalise
 from .pipeline import REJECT_SCHEMA, TokenCounter, run_units, write_atomic
 from .readers import plan_units, read_file, source_name
@@ -369,11 +369,10 @@ class Reduce:
         z = clf.logodds(embed(self.column("etext", unsure)).astype(np.float64))
         for i, zi in zip(unsure.tolist(), z.tolist(), strict=True):
             self.embed_logodds[i] = zi
-            r = Record("", "", [])
-            set_label(r, self.logodds[i] + zi)
-            if r.pathway != self.pathway[i]:
+            pathway, confidence = from_logodds(self.logodds[i] + zi)
+            if pathway != self.pathway[i]:
                 counts["label_embed:changed"] += 1
-            self.pathway[i], self.confidence[i] = r.pathway, r.pathway_confidence
+            self.pathway[i], self.confidence[i] = pathway, confidence
 
     # step 7: difficulty
     def difficulty(self, counts: Counter) -> None:
