@@ -131,6 +131,7 @@ class Service:
             repetition_penalty=req.repetition_penalty,
             stop=list(req.stop or []),
             seed=None if req.seed is None else req.seed + index,  # n > 1: different but reproducible
+            ignore_eos=req.ignore_eos,
             **logprobs,
         )
 

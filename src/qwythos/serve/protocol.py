@@ -64,6 +64,7 @@ class SamplingFields(BaseModel):
     stream_options: StreamOptions | None = None
     gear: Gear | None = None
     pathway_trace: bool = True  # include the per-token gate trace in choices and chunks
+    ignore_eos: bool = False  # vLLM's name: generate max_tokens even past end-of-sequence (benchmarks)
 
     @field_validator("stop")
     @classmethod

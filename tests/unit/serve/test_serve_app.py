@@ -122,6 +122,11 @@ def test_n_seeds_stop_and_list_prompts(client):
         "/v1/completions", json={"model": "tiny", "prompt": "Once upon", "max_tokens": 10, "temperature": 0}
     ).json()["choices"][0]["text"]
     stop = free[2:4]
+    long = client.post(
+        "/v1/completions",
+        json={"model": "tiny", "prompt": "Once upon", "max_tokens": 40, "temperature": 0, "ignore_eos": True},
+    ).json()
+    assert long["usage"]["completion_tokens"] == 40 and long["choices"][0]["finish_reason"] == "length"
     cut = client.post(
         "/v1/completions",
         json={"model": "tiny", "prompt": "Once upon", "max_tokens": 10, "temperature": 0, "stop": [stop]},
