@@ -65,7 +65,6 @@ def test_resume_after_killing_a_real_run(tmp_path):
 
 
 def test_ray_executor_gives_the_local_output(tmp_path):
-    pytest.importorskip("ray")
     inputs = [
         write_jsonl(tmp_path / "math.jsonl", math_rows(1500)),
         write_parquet(tmp_path / "stories.parquet", story_rows(300)),

@@ -13,8 +13,6 @@ import pytest
 import torch
 from test_serve import KEY, Server, model_dir  # noqa: F401  (the fixture)
 
-pytest.importorskip("lm_eval")
-
 MC = [
     {"question": "Tom has 3 apples and buys 4 more. How many apples?", "choices": [" 7", " 9"], "answer": 0},
     {"question": "Once upon a time a dragon", "choices": [" guarded a village", " 15 - 6 = 9"], "answer": 0},
