@@ -194,6 +194,10 @@ class Runner:
                 if isinstance(v, (int, float)) and k not in ("step", "global_step"):
                     self.writer.add_scalar(f"{row['stage']}/{k}", v, row["global_step"])
 
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
     def run_stage(self, index: int, stage: StageConfig, examples: list[Example], resume: dict | None) -> None:
         cfg, d, model = self.cfg, self.d, self.model
         o = cfg.optim
@@ -468,6 +472,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Path:
             stage = dataclasses.replace(cfg.rounds.stage, name=f"round-{k}")
             runner.run_stage(index, stage, chosen, stage_state if index == start else None)
 
+    runner.close()
     if d.main:
         save_model(model.cpu(), out / "model", base_source, base_folder)
         model.to(d.device)

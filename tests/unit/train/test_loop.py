@@ -74,6 +74,16 @@ def test_full_run_writes_metrics_plots_and_model(tiny_base, data, tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000004", "step-00000007"]
 
 
+def test_tensorboard_logs_the_metrics_of_every_stage(tiny_base, data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = config(tiny_base, data, runtime__tensorboard=True)
+    events = EventAccumulator(str(train(cfg, tmp_path / "tb") / "tensorboard")).Reload()
+    tags = events.Tags()["scalars"]
+    assert {"branch-reasoning/loss", "branch-narrative/lm_loss", "mix/gate_loss"} <= set(tags)
+    assert [e.step for e in events.Scalars("mix/loss")] == [5, 6, 7]
+
+
 @pytest.mark.parametrize(
     "raw, message",
     [
@@ -181,8 +191,14 @@ def test_gradient_accumulation_matches_the_big_batch(tiny_base, data, tmp_path):
     """batch 2 x accumulation 2 == batch 4: the LM loss is normalised by the step's supervised tokens."""
     got = {}
     for bs, acc in ((4, 1), (2, 2)):
-        cfg = config(tiny_base, data, optim__batch_size=bs, optim__grad_accum=acc, data__pack=False,
-                     model__router_init="zero")
+        cfg = config(
+            tiny_base,
+            data,
+            optim__batch_size=bs,
+            optim__grad_accum=acc,
+            data__pack=False,
+            model__router_init="zero",
+        )
         cfg.stages = cfg.stages[:1]
         got[bs] = weights(train(cfg, tmp_path / f"b{bs}") / "model")
     for k in got[4]:
