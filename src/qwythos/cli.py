@@ -311,6 +311,54 @@ def _serve(sub) -> None:
     p.set_defaults(func=run)
 
 
+# ---------------------------------------------------------------- evaluation
+
+
+def _eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run (hybrid vs base, dense LoRA, each pathway alone) into results.json + report",
+        description="qwythos eval RUN_OR_MODEL_DIR --out DIR [--limit N] [--config eval.yaml] [key=value ...]"
+        "  |  qwythos eval --compare RUN_A RUN_B [--out DIR]",
+    )
+    p.add_argument("target", nargs="?", type=Path, default=None, help="run folder or model folder")
+    p.add_argument("--out", type=Path, default=None, help="evaluation folder (with --compare: optional)")
+    p.add_argument("--limit", type=int, default=None, help="at most N items per task (a quick look)")
+    p.add_argument("--config", type=Path, default=None, help="eval.yaml (keys of qwythos.eval.config)")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="put two or more evaluations side by side (run folders with eval/, or evaluation folders)",
+    )
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. gsm.n=50 gsm.fewshot=3")
+
+    def run(a):
+        from .eval.api import compare, evaluate
+        from .eval.report import headline
+
+        if a.compare is not None:
+            if a.target is not None or a.overrides or a.limit is not None or a.config is not None:
+                raise ValueError(
+                    "--compare takes evaluations only: qwythos eval --compare RUN_A RUN_B [--out DIR]"
+                )
+            print(compare(a.compare, a.out)["markdown"])
+            return
+        if a.target is None:
+            raise ValueError("pass a run or model folder: qwythos eval RUN_OR_MODEL_DIR --out DIR")
+        if a.target is not None and "=" in str(a.target) and not a.target.exists():  # overrides only
+            raise ValueError(f"{a.target} looks like an override; the run or model folder comes first")
+        if a.out is None:
+            raise ValueError(f"--out is required: qwythos eval {a.target} --out {a.target / 'eval'}")
+        results = evaluate(a.target, a.out, limit=a.limit, config=a.config, overrides=a.overrides)
+        print(headline(results))
+        print(f"\nreport: {a.out / 'report.html'}   results: {a.out / 'results.json'}")
+
+    p.set_defaults(func=run)
+
+
 # ---------------------------------------------------------------- benchmarks
 
 
@@ -337,7 +385,7 @@ def _bench(sub) -> None:
 
 # ---------------------------------------------------------------- entry point
 
-VERBS = (_init, _export, _generate, _quickstart, _curate, _synth, _train, _chat, _serve, _bench)
+VERBS = (_init, _export, _generate, _quickstart, _curate, _synth, _train, _eval, _chat, _serve, _bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

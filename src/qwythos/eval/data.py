@@ -1,0 +1,232 @@
+"""The evaluation data, held out from training and checked for overlap with it.
+
+Reasoning: reasoning-gym ``gsm_symbolic`` problems from a seed the training data did not use; any problem
+whose question also appears in the training set is dropped (and counted). A user file in GSM8K schema
+(``question``, ``answer``) is scored as given. Narrative and mixed: records of the narrative source
+(``data/seed`` or the placeholder set) whose response the run did not train on; too few, and the embedded
+held-out texts (``texts.py``) stand in. Every set is hashed into results.json.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..curate.records import Record
+from . import texts
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[3]
+SEED_SET = REPO / "data" / "seed" / "seed.jsonl.gz"
+PLACEHOLDER = REPO / "data" / "placeholder-narrative" / "placeholder.jsonl.gz"
+# configs/curate-quickstart.yaml: the training problems a bare model folder is checked against
+QUICKSTART_GSM = {"size": 2000, "seed": 0}
+
+
+@dataclass
+class GsmProblem:
+    id: str
+    question: str
+    answer: str  # a GSM8K solution ending '#### N', or the bare number
+    solution: str = ""  # a worked solution, when known (scored by perplexity)
+
+
+def normalise_text(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def digest(items: list) -> str:
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- what the model trained on
+
+
+def training_records(dataset: str | None, narrative: Path) -> tuple[list[Record], str]:
+    """The run's training records (a curated folder or JSONL) and a note on what overlap is checked against.
+
+    Without a readable training set (a bare model folder) the model is assumed to have trained on the
+    quickstart preset: its gsm_symbolic problems and the whole narrative source."""
+    if dataset:
+        from ..train.data import load_records
+
+        try:
+            return load_records(dataset), f"the run's training set {dataset}"
+        except (OSError, ValueError) as e:
+            log.warning(
+                "cannot read the run's training set %s (%s); checking overlap against the "
+                "quickstart preset's gsm_symbolic problems only",
+                dataset,
+                e,
+            )
+    import reasoning_gym
+
+    data = reasoning_gym.create_dataset("gsm_symbolic", **QUICKSTART_GSM)
+    records = [
+        Record(
+            id=f"preset-{i}",
+            source="gsm_symbolic",
+            pathway="reasoning",
+            messages=[{"role": "user", "content": data[i]["question"]}],
+        )
+        for i in range(len(data))
+    ]
+    return records + read_records(narrative), (
+        f"the quickstart preset: gsm_symbolic (size 2000, seed 0) and all of {narrative.name}"
+    )
+
+
+# ---------------------------------------------------------------- reasoning
+
+
+def _gsm_symbolic(n: int, seed: int) -> list[GsmProblem]:
+    import reasoning_gym
+
+    data = reasoning_gym.create_dataset("gsm_symbolic", size=n, seed=seed)
+    out = []
+    for i in range(n):
+        item = data[i]
+        cot = item["metadata"].get("answer_cot") or ""
+        out.append(GsmProblem(f"gsm_symbolic-{seed}-{i}", item["question"], str(item["answer"]), cot))
+    return out
+
+
+def heldout_gsm(n: int, seed: int, trained: list[Record], fewshot: int = 0) -> tuple[list, list, dict]:
+    """(problems, few-shot examples, info): n held-out problems none of whose questions were trained on."""
+    seen = {normalise_text(m["content"]) for r in trained for m in r.messages if m["role"] == "user"}
+    pool = _gsm_symbolic(2 * (n + fewshot) + 16, seed)
+    fresh, dupes = [], set()
+    for p in pool:
+        key = normalise_text(p.question)
+        if key in seen or key in dupes:
+            continue
+        dupes.add(key)
+        fresh.append(p)
+    overlap = sum(1 for p in pool if normalise_text(p.question) in seen)
+    if len(fresh) < n + fewshot:
+        raise ValueError(
+            f"gsm.seed={seed}: only {len(fresh)} of {len(pool)} problems are not in the training set; "
+            f"choose another gsm.seed"
+        )
+    problems, shots = fresh[:n], fresh[n : n + fewshot]
+    info = {
+        "source": "reasoning_gym:gsm_symbolic",
+        "seed": seed,
+        "n": len(problems),
+        "fewshot": len(shots),
+        "overlap_dropped": overlap,
+        "overlap_checked_against": len(seen),
+        "hash": digest([p.question for p in problems + shots]),
+    }
+    return problems, shots, info
+
+
+def read_gsm_file(path: str | Path) -> list[GsmProblem]:
+    """Rows with ``question`` and ``answer`` (GSM8K schema) from a .jsonl or .json (a list) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"gsm.file {path} does not exist; pass a JSONL file with question and answer")
+    text = path.read_text()
+    if path.suffix == ".json":
+        rows = json.loads(text)
+        numbered = list(enumerate(rows if isinstance(rows, list) else [], 1))
+        if not isinstance(rows, list):
+            raise ValueError(f"gsm.file {path}: a .json file must hold a list of {{question, answer}} rows")
+    else:
+        numbered = [(i, json.loads(line)) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    out = []
+    for i, row in numbered:
+        if not isinstance(row, dict) or not {"question", "answer"} <= set(row):
+            raise ValueError(f"gsm.file {path}: row {i} needs 'question' and 'answer' (GSM8K schema)")
+        answer = str(row["answer"])
+        out.append(GsmProblem(f"file-{i}", str(row["question"]), answer, answer if "####" in answer else ""))
+    if not out:
+        raise ValueError(f"gsm.file {path} has no rows")
+    return out
+
+
+def gsm_record(p: GsmProblem) -> Record:
+    return Record(
+        id=p.id,
+        source="gsm",
+        pathway="reasoning",
+        messages=[{"role": "user", "content": p.question}, {"role": "assistant", "content": p.solution}],
+    )
+
+
+# ---------------------------------------------------------------- narrative and mixed
+
+
+def narrative_source(source: str) -> Path:
+    if source != "auto":
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"narrative.source {path} does not exist (a JSONL[.gz] of chat records)")
+        return path
+    return SEED_SET if SEED_SET.is_file() else PLACEHOLDER
+
+
+def read_records(path: Path) -> list[Record]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    out = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            if "messages" not in d:
+                raise ValueError(f"{path}:{n}: a record needs 'messages' (OpenAI chat form)")
+            d.setdefault("id", f"{path.name}-{n}")
+            d.setdefault("source", path.name)
+            out.append(Record(**{k: d[k] for k in Record.__dataclass_fields__ if k in d}))
+    return out
+
+
+def heldout_records(
+    source: str, trained: list[Record], n: int, min_heldout: int, seed: int = 0
+) -> tuple[dict[str, list[Record]], dict]:
+    """{'narrative': [...], 'mixed': [...]} held out from training, and where each came from."""
+    path = narrative_source(source)
+    trained_responses = {normalise_text(r.response) for r in trained}
+    records = read_records(path)
+    out, info = {}, {}
+    for kind in ("narrative", "mixed"):
+        fresh = [
+            r
+            for r in records
+            if r.pathway == kind
+            and r.response
+            and normalise_text(r.response) not in trained_responses
+            and (kind != "mixed" or r.spans)
+        ]
+        total = sum(1 for r in records if r.pathway == kind)
+        if len(fresh) >= min_heldout:
+            chosen, origin = fresh[:n], str(path)
+        elif kind == "narrative":
+            chosen = [
+                Record(
+                    id=f"eval-story-{i:03d}",
+                    source="qwythos-eval",
+                    pathway="narrative",
+                    messages=[{"role": "user", "content": p}, {"role": "assistant", "content": t}],
+                )
+                for i, (p, t) in enumerate(texts.HELDOUT_STORIES)
+            ][:n]
+            origin = "embedded held-out stories (qwythos/eval/texts.py)"
+        else:
+            chosen = [Record(**d) for d in texts.mixed_samples(n, seed)]
+            origin = "embedded story-with-a-sum samples (qwythos/eval/texts.py)"
+        info[kind] = {
+            "origin": origin,
+            "n": len(chosen),
+            "source_records": total,
+            "source_held_out": len(fresh),
+            "hash": digest([r.messages for r in chosen]),
+        }
+        out[kind] = chosen
+    return out, info
