@@ -57,11 +57,16 @@ class TasksConfig:
     # reasoning problems: 'templates', a reasoning-gym dataset name (e.g. gsm_symbolic), or a JSONL file
     # of {"question", "answer"?} (no answer -> self-consistency majority decides)
     reasoning_source: str = "gsm_symbolic"
+    # a mixed task's reasoning part: 'teacher' (k samples, verified) or 'worked' (the generator's own
+    # step-by-step solution, verified the same way; for teachers too small to get the sums right)
+    mixed_reasoning: str = "teacher"
 
     def __post_init__(self) -> None:
         for name in ("reasoning", "narrative", "roleplay", "mixed_story", "mixed_gm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"tasks.{name} ({getattr(self, name)}) must be >= 0")
+        if self.mixed_reasoning not in ("teacher", "worked"):
+            raise ValueError(f"tasks.mixed_reasoning ({self.mixed_reasoning!r}): use 'teacher' or 'worked'")
         if not 1 <= self.roleplay_turns <= 7:  # an opener + up to six distinct follow-ups (synth/seeds.py)
             raise ValueError(f"tasks.roleplay_turns ({self.roleplay_turns}) must be between 1 and 7")
 

@@ -46,6 +46,7 @@ class Part:
     min_words: int = 0
     conclusion: str | None = None  # reasoning: replaces the '#### N' line (inside a story); None keeps it
     stop: list[str] = field(default_factory=list)
+    given: str | None = None  # reasoning: a worked solution written by the generator; no teacher request
 
 
 @dataclass
@@ -68,8 +69,16 @@ class Task:
 # ---------------------------------------------------------------- reasoning
 
 
-def solution(cfg: SynthConfig, question: str, reference: str | None, conclusion: str | None = None) -> Part:
-    """A reasoning part: the worked-examples prompt, the reference to verify against, the stop string."""
+def solution(
+    cfg: SynthConfig,
+    question: str,
+    reference: str | None,
+    conclusion: str | None = None,
+    worked: str | None = None,
+) -> Part:
+    """A reasoning part: the worked-examples prompt, the reference to verify against, the stop string.
+    ``worked`` (a mixed task's own solution) is used instead of the teacher when
+    ``tasks.mixed_reasoning: worked``; it is still verified like a teacher's."""
     return Part(
         "reasoning",
         cfg.sampling.solution_tokens,
@@ -77,6 +86,7 @@ def solution(cfg: SynthConfig, question: str, reference: str | None, conclusion:
         reference,
         conclusion=conclusion,
         stop=SOLUTION_STOP,
+        given=f"{worked}\n#### {reference}" if worked and cfg.tasks.mixed_reasoning == "worked" else None,
     )
 
 
@@ -183,10 +193,11 @@ def mixed_story_tasks(cfg: SynthConfig, rng: random.Random) -> list[Task]:
         reply = cfg.sampling.reply_tokens
         parts = [
             Part("narrative", reply, opening, word=p.name, min_words=half),
-            solution(cfg, p.question, str(p.answer), f"So the answer is {p.answer} {p.item}."),
+            solution(cfg, p.question, str(p.answer), f"So the answer is {p.answer} {p.item}.", p.worked),
             Part("narrative", reply, ending, min_words=half // 2),
         ]
         meta = {"problem": p.question, "reference": str(p.answer), "genre": genre, "setting": setting}
+        meta["reasoning_part"] = cfg.tasks.mixed_reasoning
         tasks.append(Task(f"mixed_story-{i}", "mixed_story", "mixed", [Turn(user, parts)], meta=meta))
     return tasks
 
@@ -213,7 +224,9 @@ def mixed_gm_tasks(cfg: SynthConfig, rng: random.Random) -> list[Task]:
             "next in two to four sentences, speaking to the player as 'you'."
         )
         parts = [
-            solution(cfg, check, str(s.left), f"Inventory check done: you have {s.left} gold left."),
+            solution(
+                cfg, check, str(s.left), f"Inventory check done: you have {s.left} gold left.", s.worked
+            ),
             Part("narrative", cfg.sampling.reply_tokens, narrate, min_words=cfg.score.min_words // 2),
         ]
         meta = {
@@ -221,6 +234,7 @@ def mixed_gm_tasks(cfg: SynthConfig, rng: random.Random) -> list[Task]:
             "buy": {s.item: s.count},
             "price": s.price,
             "reference": str(s.left),
+            "reasoning_part": cfg.tasks.mixed_reasoning,
         }
         tasks.append(Task(f"mixed_gm-{i}", "mixed_gm", "mixed", [Turn(user, parts)], system, meta))
     return tasks

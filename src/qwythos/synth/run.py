@@ -83,8 +83,17 @@ def conversation(task: Task, turn: int, assistant: list[str]) -> list[dict[str, 
 # ---------------------------------------------------------------- checking candidates
 
 
+def candidates(part: Part, cfg: SynthConfig) -> int:
+    """Teacher requests for a part: k for reasoning, n for narrative, none for a given worked solution."""
+    if part.given is not None:
+        return 0
+    return cfg.select.k if part.pathway == "reasoning" else cfg.select.n
+
+
 def check_reasoning(job: Job, cfg: SynthConfig) -> None:
     part, sel = job.part, cfg.select
+    if part.given is not None:
+        job.replies = [Reply(part.given)]
     texts = [r.text for r in job.replies]
     reference, agreement = part.reference, None
     if reference is None:  # no reference: the majority answer of the k samples becomes the reference
@@ -206,7 +215,7 @@ def synth(out: str | Path, config: str | Path | None = None, overrides: list[str
                 jobs.append(job)
                 reasoning = part.pathway == "reasoning"
                 temperature = cfg.sampling.reasoning_temperature if reasoning else cfg.sampling.temperature
-                for c in range(cfg.select.k if reasoning else cfg.select.n):
+                for c in range(candidates(part, cfg)):
                     requests.append(
                         ChatRequest(
                             messages,
@@ -222,8 +231,7 @@ def synth(out: str | Path, config: str | Path | None = None, overrides: list[str
             replies = cached.complete(requests, bar.update)
         it = iter(replies)
         for job in jobs:
-            m = cfg.select.k if job.part.pathway == "reasoning" else cfg.select.n
-            job.replies = [next(it) for _ in range(m)]
+            job.replies = [next(it) for _ in range(candidates(job.part, cfg))]
         for job in jobs:
             if job.part.pathway == "reasoning":
                 check_reasoning(job, cfg)

@@ -233,6 +233,7 @@ class WordProblem:
     question: str
     answer: int
     setup: str  # the facts in story form, without the result
+    worked: str = ""  # the step-by-step solution, written by the generator (true by construction)
 
 
 def word_problem(rng: random.Random) -> WordProblem:
@@ -245,11 +246,13 @@ def word_problem(rng: random.Random) -> WordProblem:
             f"{name} the {role} has {a} {item} and gets {b} more. How many {item} does {name} have now?",
             a + b,
         )
+        worked = f"{name} starts with {a} {item} and gets {b} more, so {a} + {b} = {a + b}."
     elif op == "sub":
         a = rng.randint(10, 60)
         b = rng.randint(2, a - 2)
         setup = f"{name} the {role} has {a} {item} and gives away {b}"
         q, ans = f"{name} the {role} has {a} {item} and gives away {b}. How many {item} are left?", a - b
+        worked = f"{name} starts with {a} {item} and gives away {b}, so {a} - {b} = {a - b}."
     else:
         a, b = rng.randint(2, 9), rng.randint(2, 12)
         setup = f"{name} the {role} fills {a} baskets with {b} {item} each"
@@ -257,7 +260,8 @@ def word_problem(rng: random.Random) -> WordProblem:
             f"{name} the {role} fills {a} baskets with {b} {item} each. How many {item} is that in all?",
             a * b,
         )
-    return WordProblem(name, role, item, q, ans, setup)
+        worked = f"There are {a} baskets with {b} {item} each, so {a} * {b} = {a * b}."
+    return WordProblem(name, role, item, q, ans, setup, worked)
 
 
 @dataclass
@@ -275,6 +279,15 @@ class ShopScene:
     @property
     def left(self) -> int:
         return self.gold - self.count * self.price
+
+    @property
+    def worked(self) -> str:
+        cost, plural = self.count * self.price, self.item if self.count == 1 else f"{self.item}s"
+        return (
+            f"{self.count} {plural} at {self.price} gold each cost "
+            f"{self.count} * {self.price} = {cost} gold. "
+            f"The player has {self.gold} - {cost} = {self.left} gold left."
+        )
 
 
 def shop_scene(rng: random.Random) -> ShopScene:

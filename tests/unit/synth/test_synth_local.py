@@ -81,3 +81,28 @@ def test_synth_with_the_local_teacher_resumes_from_its_cache(model_dir, tmp_path
     again = json.loads(synth(tmp_path / "run", overrides=overrides).read_text())
     assert again["requests"]["paid"] == 0 and again["requests"]["cached"] == first["requests"]["requests"]
     assert again["rejected_by_reason"] == first["rejected_by_reason"]
+
+
+def test_worked_mixed_reasoning_asks_the_teacher_only_for_the_narration(model_dir, tmp_path):
+    overrides = [
+        f"teacher.model_dir={model_dir}",
+        "tasks.mixed_gm=2",
+        "tasks.mixed_reasoning=worked",
+        "sampling.reply_tokens=8",
+        "score.min_words=1",
+        "score.max_loss=100",
+        "score.max_repetition=1",
+        "score.min_distinct2=0",
+        "compress=false",
+    ]
+    report = json.loads(synth(tmp_path / "run", overrides=overrides).read_text())
+    assert report["requests"]["requests"] == 2 * 2  # n narration candidates per task, no solution samples
+    records = [json.loads(x) for x in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert report["accepted"] == len(records) >= 1
+    for r in records:
+        reply, reasoning = r["messages"][-1]["content"], r["spans"][0]
+        solution = reply[reasoning["start"] : reasoning["end"]]
+        assert reasoning["pathway"] == "reasoning" and r["meta"]["reasoning_part"] == "worked"
+        left = r["meta"]["reference"]
+        assert f"= {left} gold left." in solution and solution.endswith(f"you have {left} gold left.")
+        assert r["spans"][1]["pathway"] == "narrative" and r["spans"][1]["start"] > reasoning["end"]
