@@ -1,7 +1,7 @@
 """`qwythos quickstart`: the whole pipeline on the embedded defaults, CPU-sized.
 
     curate (preset quickstart)  ->  train (configs/quickstart.yaml: branch, branch, mix)
-    ->  export (Mixtral, soft)  ->  generate with a coloured gear trace
+    ->  export (Mixtral, soft)  ->  eval (small: EVAL_OVERRIDES)  ->  generate with a coloured gear trace
 Every step skips work a previous run finished, so an interrupted quickstart continues where it stopped.
 """
 
@@ -23,6 +23,20 @@ DEMO_PROMPTS = (
     "Write a short story about a fox who finds a lantern in the snow.",
     "Tell a story in which a merchant counts her coins: 12 gold and 7 silver. How many coins in all?",
 )
+# The quickstart's evaluation (qwythos/eval/config.py keys): every system on fewer, shorter items than the
+# defaults, so it takes a few minutes on 2 cores; `qwythos eval RUN --out DIR` runs the full-size one.
+EVAL_OVERRIDES = (
+    "gsm.n=8",
+    "gsm.max_new_tokens=128",
+    "narrative.prompts=6",
+    "narrative.mixed_prompts=2",
+    "narrative.max_new_tokens=64",
+    "narrative.heldout=8",
+    "consistency.probes=4",
+    "consistency.context_tokens=512",
+    "consistency.systems=[hybrid_soft]",
+    "robustness.long_prompt_tokens=1024",
+)
 
 
 def quickstart(out: Path, color: bool = True, max_new_tokens: int = 80) -> dict:
@@ -32,22 +46,32 @@ def quickstart(out: Path, color: bool = True, max_new_tokens: int = 80) -> dict:
     if not (data / "manifest.json").is_file():
         from .curate.run import curate
 
-        log.info("1/4 curate -> %s", data)
+        log.info("1/5 curate -> %s", data)
         curate(out=data, preset="quickstart")
     if not (run / "model" / "qwythos.json").is_file():
         from .train.config import TrainConfig
         from .train.loop import train
 
-        log.info("2/4 train -> %s", run)
+        log.info("2/5 train -> %s", run)
         cfg = load_config(TrainConfig, preset_path("quickstart"), [f"data.dataset={data}"])
         train(cfg, run, resume=(run / "config.yaml").is_file())
     if not (mixtral / "config.json").is_file():
         from .model.api import export_model
 
-        log.info("3/4 export -> %s", mixtral)
+        log.info("3/5 export -> %s", mixtral)
         export_model(run / "model", mixtral, mode="soft")
+    evaluation = run / "eval"
+    if not (evaluation / "results.json").is_file():
+        from .eval.api import evaluate
 
-    log.info("4/4 generate with the gear trace")
+        log.info("4/5 eval -> %s", evaluation)
+        evaluate(run, evaluation, overrides=list(EVAL_OVERRIDES))
+    from .eval.report import headline
+
+    print(f"\nevaluation ({evaluation / 'report.html'}):\n")
+    print(headline(json.loads((evaluation / "results.json").read_text())))
+
+    log.info("5/5 generate with the gear trace")
     engine = load_engine(run / "model")
     results = {}
     for prompt in DEMO_PROMPTS:

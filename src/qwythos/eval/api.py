@@ -152,7 +152,7 @@ def evaluate(
                 scored_records,
             )
         metrics["time_s"] = round(time.time() - t, 1)
-        timing[system.name] = metrics["time_s"]
+        timing[system.name] = {**details["timing"], "total_s": metrics["time_s"]}
         results["systems"][system.name] = metrics
         if system.gated:
             results["gear"][system.name] = details["gear"]
@@ -218,10 +218,13 @@ def _evaluate_system(
         c = cfg.consistency
         jobs += tasks.consistency_jobs(engine, script, probes, c.context_tokens, c.max_new_tokens)
     rt = cfg.runtime
+    clock = time.time()
     outputs = generate(
         engine, system.routing, jobs, rt.batch_size, rt.max_batch_tokens, desc=f"{system.name}: generate"
     )
+    timing = {"generate_s": round(time.time() - clock, 1)}
     if cfg.robustness.enabled and system.name in cfg.robustness.systems:
+        clock = time.time()
         r = cfg.robustness
         context = min(r.long_prompt_tokens or engine.max_len, engine.max_len)
         robust = tasks.robustness_jobs(engine, cfg.size(r.per_category), r.max_new_tokens, context)
@@ -234,6 +237,7 @@ def _evaluate_system(
             context,
             desc=f"{system.name}: robustness",
         )
+        timing["robustness_s"] = round(time.time() - clock, 1)
     by_task: dict[str, list[Output]] = {}
     for o in outputs:
         by_task.setdefault(o.job.task, []).append(o)
@@ -244,7 +248,7 @@ def _evaluate_system(
         metrics.update(tasks.score_gsm(by_task["gsm_file"], prefix="gsm_file"))
     metrics.update(tasks.score_narrative(by_task.get("narrative", [])))
     metrics.update(tasks.score_mixed(by_task.get("mixed", [])))
-    details: dict = {"outputs": outputs}
+    details: dict = {"outputs": outputs, "timing": timing}
     domains = {"reasoning": by_task.get("gsm", []), "narrative": by_task.get("narrative", [])}
     domains["mixed"] = by_task.get("mixed", [])
     gear = tasks.gear(domains, engine.pathways)
@@ -254,6 +258,7 @@ def _evaluate_system(
     else:
         metrics["switches_per_100"] = None  # a forced, base or single-LoRA model has no gate to switch
 
+    clock = time.time()
     tf = score(
         engine.model,
         engine.tokenizer,
@@ -264,6 +269,7 @@ def _evaluate_system(
         max_seq_len=n.max_seq_len,
         pad_id=engine.pad_id,
     )
+    timing["teacher_forced_s"] = round(time.time() - clock, 1)
     metrics["gsm_ppl"] = tf["gsm"]["ppl"]
     metrics["narrative_ppl"] = tf["narrative"]["ppl"]
     metrics["mixed_ppl"] = tf["mixed"]["ppl"]

@@ -64,7 +64,8 @@ class RobustnessSection:
     enabled: bool = True
     per_category: int = 1  # prompts per category (injection, gibberish, long, languages, contradiction)
     max_new_tokens: int = 32
-    long_prompt_tokens: int = 0  # the extreme-length prompt's context cap (0 = the model's own context)
+    long_prompt_tokens: int = 2048  # context the extreme-length prompt is cut to (0 = the model's own: 8k
+    # tokens on SmolLM2 cost ~1 min of prefill per system on CPU)
     systems: list[str] = field(default_factory=lambda: list(HYBRID))
 
 

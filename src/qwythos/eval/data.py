@@ -48,15 +48,24 @@ def digest(items: list) -> str:
 
 
 def training_records(dataset: str | None, narrative: Path) -> tuple[list[Record], str]:
-    """The run's training records (a curated folder or JSONL) and a note on what overlap is checked against.
+    """The run's training records (a curated folder, with its active-learning pool, or a JSONL) and a note on
+    what overlap is checked against.
 
     Without a readable training set (a bare model folder) the model is assumed to have trained on the
     quickstart preset: its gsm_symbolic problems and the whole narrative source."""
     if dataset:
         from ..train.data import load_records
 
+        if not Path(dataset).exists() and (REPO / dataset).exists():  # relative to the checkout
+            dataset = str(REPO / dataset)
         try:
-            return load_records(dataset), f"the run's training set {dataset}"
+            records, note = load_records(dataset), f"the run's training set {dataset}"
+            if (Path(dataset) / "manifest.json").is_file():  # active-learning rounds train on pool records
+                from ..curate.dataset import read_manifest, read_pool
+
+                if read_manifest(Path(dataset))["shards"].get("pool"):
+                    records, note = records + read_pool(dataset), note + " and its pool"
+            return records, note
         except (OSError, ValueError) as e:
             log.warning(
                 "cannot read the run's training set %s (%s); checking overlap against the "

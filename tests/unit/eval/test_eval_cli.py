@@ -10,6 +10,10 @@ from qwythos.cli import main
 
 def test_cli_evaluates_a_model_folder_and_compares(tiny_run, evaluated, tmp_path, capsys):
     out = tmp_path / "ev"
+    gsm = tmp_path / "gsm.jsonl"
+    gsm.write_text(
+        json.dumps({"question": "Tom has 3 apples and buys 4 more. How many?", "answer": "#### 7"})
+    )
     argv = [
         "eval",
         str(tiny_run / "model"),
@@ -19,6 +23,7 @@ def test_cli_evaluates_a_model_folder_and_compares(tiny_run, evaluated, tmp_path
         "1",
         *QUICK,
         "systems=[hybrid_top1]",
+        f"gsm.file={gsm}",
     ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -26,6 +31,8 @@ def test_cli_evaluates_a_model_folder_and_compares(tiny_run, evaluated, tmp_path
     results = json.loads((out / "results.json").read_text())
     assert list(results["systems"]) == ["hybrid_top1"] and results["target"]["kind"] == "model"
     assert results["config"]["limit"] == 1
+    assert results["data"]["gsm_file"]["n"] == 1, results["config"]["gsm"]
+    assert results["systems"]["hybrid_top1"]["gsm_file_n"] == 1, sorted(results["systems"]["hybrid_top1"])
     # a bare model folder: overlap is checked against the quickstart preset, and the report says so
     assert "quickstart preset" in results["data"]["overlap_checked_against"]
 

@@ -13,6 +13,7 @@ import torch
 from qwythos.config import ConfigError
 from qwythos.curate.records import Record
 from qwythos.eval import consistency as cons
+from qwythos.eval import data as evdata
 from qwythos.eval import judge as judge_mod
 from qwythos.eval import tasks
 from qwythos.eval.api import load_eval_config
@@ -278,3 +279,25 @@ def test_target_errors_say_what_to_pass(tmp_path, tiny_run):
     assert t.kind == "run" and t.dense_dir is not None
     assert resolve_target(tiny_run / "model").kind == "model"
     assert isinstance(build_systems(resolve_target(tiny_run / "model"), ["dense_lora", "base"])[0][0], System)
+
+
+def test_gsm_file_rows_and_fewshot_turns(tmp_path):
+    f = tmp_path / "gsm.jsonl"
+    rows = [{"question": "2+2?", "answer": "2 + 2 = 4\n#### 4"}, {"question": "3+3?", "answer": "6"}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    problems = evdata.read_gsm_file(f)
+    assert [p.answer for p in problems] == [r["answer"] for r in rows]
+    assert problems[0].solution and not problems[1].solution  # only a worked solution is scored by ppl
+    msgs = tasks.gsm_messages(problems[1], shots=[problems[0]])
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"] and msgs[1]["content"].endswith(
+        "#### 4"
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"q": 1}\n')
+    with pytest.raises(ValueError, match="row 1 needs 'question' and 'answer'"):
+        evdata.read_gsm_file(bad)
+    with pytest.raises(FileNotFoundError, match="gsm.file"):
+        evdata.read_gsm_file(tmp_path / "none.jsonl")
+    problems, shots, info = evdata.heldout_gsm(3, 7, trained=[], fewshot=2)
+    assert len(problems) == 3 and len(shots) == 2 and info["fewshot"] == 2
+    assert not {p.question for p in problems} & {s.question for s in shots}  # a shot is never a test item
