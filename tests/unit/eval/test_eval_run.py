@@ -130,3 +130,17 @@ def test_compare_two_evaluations_side_by_side(evaluated, tiny_run, tmp_path):
         compare([tiny_run])
     with pytest.raises(FileNotFoundError, match="qwythos eval"):
         compare([tiny_run, tmp_path / "nothing"])
+
+
+def test_an_exported_mixtral_scores_like_the_native_model(tiny_run, tmp_path):
+    from qwythos.model.api import export_model
+
+    export_model(tiny_run / "model", tmp_path / "mx", mode="soft")
+    over = [*QUICK, "systems=[base,hybrid_soft]", "consistency.enabled=false", "robustness.enabled=false"]
+    native = evaluate(tiny_run / "model", tmp_path / "a", limit=1, overrides=over)
+    mixtral = evaluate(tmp_path / "mx", tmp_path / "b", limit=1, overrides=over)
+    assert list(native["systems"]) == ["base", "hybrid_soft"] and list(mixtral["systems"]) == ["hybrid_soft"]
+    assert "no separate base" in mixtral["missing"]["base"]
+    a, b = native["systems"]["hybrid_soft"], mixtral["systems"]["hybrid_soft"]
+    for key in ("gsm_ppl", "narrative_ppl", "mixed_ppl", "gate_acc_domain"):
+        assert b[key] == pytest.approx(a[key], rel=1e-3), key
