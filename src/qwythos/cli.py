@@ -91,6 +91,13 @@ def _generation_args(p) -> None:
         "--gear", action="append", default=[], help="pathway=offset logit bias, e.g. reasoning=+1.5"
     )
     p.add_argument("--no-color", action="store_true", help="mark pathways with [name] instead of colour")
+    _dtype_arg(p)
+
+
+def _dtype_arg(p) -> None:
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="weights (bf16: faster on CPU)"
+    )
 
 
 def _sampling(a):
@@ -120,7 +127,13 @@ def _generate(sub) -> None:
         from .inference.api import generate
 
         result = generate(
-            a.model_dir, a.prompt, chat=a.chat, params=_sampling(a), mode=a.mode, gear=_gear(a.gear)
+            a.model_dir,
+            a.prompt,
+            chat=a.chat,
+            params=_sampling(a),
+            mode=a.mode,
+            gear=_gear(a.gear),
+            dtype=a.dtype,
         )
         if a.json:
             print(json.dumps(result, ensure_ascii=False))
@@ -264,7 +277,7 @@ def _chat(sub) -> None:
 
         params = _sampling(a)
         color = not a.no_color and (sys.stdout.isatty() or os.environ.get("FORCE_COLOR") == "1")
-        engine = load_engine(a.model_dir)
+        engine = load_engine(a.model_dir, a.dtype)
         run_chat(engine, sys.stdin, sys.stdout, params, color, a.mode, _gear(a.gear), a.system)
 
     p.set_defaults(func=run)
@@ -285,6 +298,7 @@ def _serve(sub) -> None:
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429")
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="default: the model's context")
     p.add_argument("--max-total-tokens", type=int, default=None, help="prompt + completion limit")
+    _dtype_arg(p)
     p.add_argument(
         "--graceful-timeout",
         type=float,
@@ -306,6 +320,7 @@ def _serve(sub) -> None:
             max_prompt_tokens=a.max_prompt_tokens,
             max_total_tokens=a.max_total_tokens,
             graceful_timeout=a.graceful_timeout,
+            dtype=a.dtype,
         )
 
     p.set_defaults(func=run)

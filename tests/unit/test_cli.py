@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 from qwythos.cli import main
 
 
@@ -66,3 +69,22 @@ def test_bad_input_exits_2_with_a_clear_message(tiny_base, tmp_path, capsys):
     assert "pathways are ['reasoning', 'narrative']" in capsys.readouterr().err
     assert main(["generate", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bf16_weights_generate_the_fp32_greedy_start(tiny_base, tmp_path):
+    from qwythos.inference.api import generate, load_engine
+    from qwythos.inference.sampling import SamplingParams
+    from qwythos.model.api import init_model
+
+    model = init_model(out=tmp_path / "m", base=tiny_base)
+    engine = load_engine(model, "bfloat16")
+    assert {p.dtype for p in engine.model.parameters()} == {torch.bfloat16}
+    params = SamplingParams(max_new_tokens=3)
+    fast, ref = (
+        generate(engine, "Once upon a time", params=params),
+        generate(model, "Once upon a time", params=params),
+    )
+    assert fast["token_ids"][0] == ref["token_ids"][0] and len(fast["token_ids"]) == 3
+    assert all(abs(sum(t["gate"].values()) - 1) < 1e-2 for t in fast["trace"])
+    with pytest.raises(ValueError, match="--dtype"):
+        load_engine(model, "int8")

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..model.formats import load_model
 from .engine import Engine, Request
 from .sampling import SamplingParams
 from .trace import switches, trace_records
 
+DTYPES = ("float32", "bfloat16")  # bf16 halves the weight bytes each decoded token reads: faster on CPU
 
-def load_engine(model_dir: str | Path) -> Engine:
+
+def load_engine(model_dir: str | Path, dtype: str = "float32") -> Engine:
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: use one of {list(DTYPES)}")
     model, tokenizer, mode = load_model(model_dir)
-    return Engine(model, tokenizer, mode)
+    return Engine(model.to(getattr(torch, dtype)), tokenizer, mode)
 
 
 def generate(
@@ -22,9 +28,10 @@ def generate(
     params: SamplingParams | None = None,
     mode: str | None = None,
     gear: dict[str, float] | None = None,
+    dtype: str = "float32",
 ) -> dict:
     """{text, token_ids, trace: [{token_id, text, gate, pathway}], pathways, switches, mode, ...}."""
-    engine = model_dir if isinstance(model_dir, Engine) else load_engine(model_dir)
+    engine = model_dir if isinstance(model_dir, Engine) else load_engine(model_dir, dtype)
     routing, bias = engine.routing(mode, gear)
     ids = (
         engine.encode_chat([{"role": "user", "content": prompt}]) if chat else engine.tokenizer.encode(prompt)

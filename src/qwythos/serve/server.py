@@ -16,11 +16,13 @@ log = logging.getLogger(__name__)
 API_KEY_ENV = "QWYTHOS_API_KEY"
 
 
-def build_app(model_dir: str | Path, settings: ServeSettings | None = None, **overrides):
+def build_app(
+    model_dir: str | Path, settings: ServeSettings | None = None, dtype: str = "float32", **overrides
+):
     from ..inference.api import load_engine
     from .app import create_app
 
-    engine = load_engine(model_dir)
+    engine = load_engine(model_dir, dtype)
     settings = settings or ServeSettings(model_name=Path(model_dir).resolve().name, **overrides)
     return create_app(engine, settings)
 
@@ -36,6 +38,7 @@ def serve(
     max_prompt_tokens: int | None = None,
     max_total_tokens: int | None = None,
     graceful_timeout: float = 120.0,
+    dtype: str = "float32",
 ) -> None:
     import uvicorn
 
@@ -50,7 +53,7 @@ def serve(
         max_prompt_tokens=max_prompt_tokens,
         max_total_tokens=max_total_tokens,
     )
-    app = build_app(model_dir, settings)
+    app = build_app(model_dir, settings, dtype)
     if settings.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key: pass --api-key or set %s", host, API_KEY_ENV)
     log.info("serving %s as %r on http://%s:%d/v1", model_dir, settings.model_name, host, port)
