@@ -363,7 +363,7 @@ def _eval(sub) -> None:
             return
         if a.target is None:
             raise ValueError("pass a run or model folder: qwythos eval RUN_OR_MODEL_DIR --out DIR")
-        if a.target is not None and "=" in str(a.target) and not a.target.exists():  # overrides only
+        if "=" in str(a.target) and not a.target.exists():  # overrides only
             raise ValueError(f"{a.target} looks like an override; the run or model folder comes first")
         if a.out is None:
             raise ValueError(f"--out is required: qwythos eval {a.target} --out {a.target / 'eval'}")

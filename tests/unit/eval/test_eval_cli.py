@@ -54,6 +54,8 @@ def test_cli_bad_input_exits_2_naming_the_fix(tiny_run, tmp_path, capsys):
     assert "--out is required" in err([str(tiny_run)])
     assert "--limit" in err([str(tiny_run), "--out", str(tmp_path / "o"), "--limit", "0"])
     assert "does not exist" in err([str(tiny_run), "--out", str(tmp_path / "o"), "--config", "nope.yaml"])
+    assert "looks like an override" in err(["gsm.n=3", "--out", str(tmp_path / "o")])
+    assert "evaluations only" in err(["--compare", str(tiny_run), str(tiny_run), "--limit", "2"])
     assert "at least two" in err(["--compare", str(tiny_run)])
     assert "qwythos eval" in err(["--compare", str(tiny_run), str(tmp_path / "empty")])
     (tmp_path / "busy").mkdir()
