@@ -396,12 +396,34 @@ def compare_tables(named: dict[str, dict]) -> list[tuple[str, list[str], list[li
     return tables
 
 
+HELDOUT = {
+    "gsm_heldout": "GSM problems (gsm_*)",
+    "narrative_heldout": "held-out narrative records (narrative_ppl, gate_acc_narrative)",
+    "mixed_heldout": "held-out mixed records (mixed_ppl, gate_acc_spans)",
+}
+
+
+def heldout_warnings(named: dict[str, dict]) -> list[str]:
+    """A warning per held-out set that differs between the evaluations (each run holds out what it did not
+    train on): figures on it are not comparable across them."""
+    out = []
+    for key, what in HELDOUT.items():
+        hashes = {res["hashes"].get(key) for res in named.values()}
+        if len(hashes) > 1:
+            out.append(
+                f"different {what} in these evaluations: compare those figures with care "
+                "(narrative.min_heldout=100000 makes every run use the embedded held-out texts)"
+            )
+    return out
+
+
 def compare_markdown(named: dict[str, dict]) -> str:
     parts = ["# Qwythos evaluation: comparison", ""]
     parts += [
         f"- **{label}:** {res['target']['path']} (model {res['hashes'].get('model')})"
         for label, res in named.items()
-    ] + [""]
+    ]
+    parts += [f"- **Warning:** {w}" for w in heldout_warnings(named)] + [""]
     for title, head, rows in compare_tables(named):
         parts += [f"## {title}", "", md_table(head, rows), ""]
     return "\n".join(parts)
@@ -412,7 +434,8 @@ def compare_html(named: dict[str, dict]) -> str:
     body += [
         f"<li><b>{html.escape(label)}:</b> {html.escape(str(res['target']['path']))}</li>"
         for label, res in named.items()
-    ] + ["</ul>"]
+    ]
+    body += [f"<li><b>Warning:</b> {html.escape(w)}</li>" for w in heldout_warnings(named)] + ["</ul>"]
     for title, head, rows in compare_tables(named):
         body += [f"<h2>{html.escape(title)}</h2>", html_table(head, rows)]
     return html_page("Qwythos evaluation: comparison", body)

@@ -126,6 +126,8 @@ def test_compare_two_evaluations_side_by_side(evaluated, tiny_run, tmp_path):
     b = other["systems"]["hybrid_soft"]["narrative_ppl"]
     assert [c.strip() for c in row.split("|")[3:6]] == [fmt(a), fmt(b), fmt(b - a)]
     assert "dense_lora" in md  # systems only one side has still show
+    assert "different GSM problems" in md  # --limit 2 vs 1: the held-out sets differ, and it says so
+    assert "Warning" not in compare([tiny_run, tiny_run / "eval"])["markdown"]  # the same sets: no warning
     assert out["html"].startswith("<!DOCTYPE html>")
     with pytest.raises(ValueError, match="at least two"):
         compare([tiny_run])
