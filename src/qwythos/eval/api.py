@@ -373,11 +373,14 @@ def compare(paths: list[str | Path], out: str | Path | None = None) -> dict:
     if len(paths) < 2:
         raise ValueError("--compare needs at least two runs or evaluation folders")
     named = {}
-    for k, p in enumerate(paths):
+    names = [Path(p).resolve().name for p in paths]
+    if len(set(names)) < len(names):  # e.g. runA/eval and runB/eval: name them by their parents too
+        names = ["/".join(Path(p).resolve().parts[-2:]) for p in paths]
+    for k, (p, name) in enumerate(zip(paths, names, strict=True)):
         res = json.loads(find_results(p).read_text())
         if res.get("format") != FORMAT:
             raise ValueError(f"{find_results(p)} is not a Qwythos evaluation (format {res.get('format')!r})")
-        named[f"{chr(ord('A') + k)}: {Path(p).name}"] = res
+        named[f"{chr(ord('A') + k)}: {name}"] = res
     md, page = compare_markdown(named), compare_html(named)
     if out is not None:
         out = Path(out)

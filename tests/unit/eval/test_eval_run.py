@@ -127,7 +127,11 @@ def test_compare_two_evaluations_side_by_side(evaluated, tiny_run, tmp_path):
     assert [c.strip() for c in row.split("|")[3:6]] == [fmt(a), fmt(b), fmt(b - a)]
     assert "dense_lora" in md  # systems only one side has still show
     assert "different GSM problems" in md  # --limit 2 vs 1: the held-out sets differ, and it says so
-    assert "Warning" not in compare([tiny_run, tiny_run / "eval"])["markdown"]  # the same sets: no warning
+    same = compare([tiny_run, tiny_run / "eval"])["markdown"]
+    assert "Warning" not in same  # the same held-out sets: no warning
+    assert "A: run" in same and "B: eval" in same
+    twins = compare([tiny_run / "eval", tmp_path / "b", tiny_run / "eval"])["markdown"]  # same folder names
+    assert "A: run/eval" in twins and "C: run/eval" in twins and "B - A" not in twins
     assert out["html"].startswith("<!DOCTYPE html>")
     with pytest.raises(ValueError, match="at least two"):
         compare([tiny_run])
