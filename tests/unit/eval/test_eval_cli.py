@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import QUICK
 from qwythos.cli import main
+
+from .conftest import QUICK
 
 
 def test_cli_evaluates_a_model_folder_and_compares(tiny_run, evaluated, tmp_path, capsys):

@@ -7,11 +7,12 @@ from html.parser import HTMLParser
 
 import pytest
 
-from conftest import LEAKED_GSM, LEAKED_STORIES, QUICK
 from qwythos.eval.api import compare, evaluate
 from qwythos.eval.config import SYSTEMS
 from qwythos.eval.report import fmt
 from qwythos.train.data import load_records
+
+from .conftest import LEAKED_GSM, LEAKED_STORIES, QUICK
 
 HEADLINE = ("gsm_strict", "gsm_flexible", "distinct_2", "self_bleu", "switches_per_100")
 
