@@ -1,7 +1,7 @@
 """A tiny trained run (hybrid + dense LoRA baseline) and its evaluation, shared by the eval tests.
 
 The training set deliberately holds held-out candidates (the first gsm_symbolic problems of the evaluation's
-seed and the first placeholder stories), so the tests can check that the evaluation drops them.
+seed and the first stories of the narrative source), so the tests can check that the evaluation drops them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from qwythos.train.config import TrainConfig
 from qwythos.train.loop import train
 
 LEAKED_GSM = 3  # gsm_symbolic problems of the evaluation's own seed put into the training set
-LEAKED_STORIES = 5  # placeholder narrative records put into the training set
+LEAKED_STORIES = 5  # narrative-source records put into the training set
 
 
 def leaked_training_rows() -> list[dict]:
@@ -33,9 +33,10 @@ def leaked_training_rows() -> list[dict]:
                 ],
             }
         )
-    stories = [r for r in evdata.read_records(evdata.PLACEHOLDER) if r.pathway == "narrative"]
+    source = evdata.narrative_source("auto")  # data/seed when it exists, else the placeholder set
+    stories = [r for r in evdata.read_records(source) if r.pathway == "narrative"]
     for r in stories[:LEAKED_STORIES]:
-        rows.append({"id": r.id, "source": "placeholder", "pathway": "narrative", "messages": r.messages})
+        rows.append({"id": r.id, "source": "narrative", "pathway": "narrative", "messages": r.messages})
     return rows
 
 
