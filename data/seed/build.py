@@ -34,7 +34,7 @@ def main() -> None:
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    run = synth(out=a.synth_out, config=REPO / "configs" / "synth-seed.yaml", overrides=a.overrides)
+    run = synth(out=a.synth_out, config=REPO / "configs" / "synth-seed.yaml", overrides=a.overrides).parent
     records_file = next(run.glob("records.jsonl*"))
     curated_out = a.synth_out.with_name(a.synth_out.name + "-curated")
     curated = curate(inputs=[records_file], out=curated_out, config=REPO / "configs" / "curate-seed.yaml")
@@ -64,15 +64,17 @@ def card(report: dict, manifest: dict, records: list[dict], overrides: list[str]
         "## How it was made",
         f"- Teacher: {report['teacher']} (the embedded SmolLM2-135M-Instruct), on CPU.",
         f"- Tasks: {report['tasks']} ({_fmt({k: v['tasks'] for k, v in report['by_kind'].items()})}).",
-        f"- Best-of-n: {report['select']['n']} candidates per narrative part; {report['select']['k']}",
-        "  samples per reasoning part of a mixed task, whose answer must equal the reference and whose",
-        "  written steps must be true.",
+        f"- Best-of-n: {report['select']['n']} candidates per narrative part. The sums inside mixed samples",
+        "  are the generator's own worked steps (`tasks.mixed_reasoning: worked`), verified like a teacher's",
+        "  answer: in a first run the 135M teacher solved 5 of 40 mixed tasks' sums, so it only narrates.",
         f"- Accepted by synth: {report['accepted']} of {report['tasks']}; rejected: {report['rejected']}"
         f" ({_fmt(report['rejected_by_reason'])}).",
         f"- Candidate checks that failed (a task is rejected only when all its candidates fail): "
         f"{_fmt(report['candidates'])}.",
-        f"- Teacher tokens: {_fmt(report['tokens'])}; requests: {_fmt(report['requests'])};"
-        f" wall time {report['wall_s'] / 60:.0f} min (of the final, resumed invocation).",
+        f"- Teacher tokens: {report['tokens']['prompt']:,} prompt, {report['tokens']['completion']:,}"
+        f" completion in {report['requests']['requests']:,} requests ({report['requests']['cached']:,} served"
+        " from the request cache by the invocation that wrote this card); generating them took about an",
+        "  hour on one shared core.",
         f"- Curation (`configs/curate-seed.yaml`: exact and near dedup, quality filters, diversity τ 0.95):"
         f" {len(records)} of {report['accepted']} kept; dropped: {_fmt(curate_drops) or 'none'}.",
         "",
@@ -86,11 +88,12 @@ def card(report: dict, manifest: dict, records: list[dict], overrides: list[str]
         "## Weaknesses",
         "- A 135M teacher writes simple, often generic prose; the checks (length, repetition, distinct",
         "  bigrams, the required word, refusals, coherence under the teacher) drop the worst, not the bland.",
-        "- It is small: what one shared CPU core generates in about an hour and a half. It exists so the",
+        "- It is small (hundreds, not the thousands we aimed for): what one shared CPU core generates in an",
+        "  hour. It exists so the",
         "  quickstart trains a narrative pathway on model-written text with no download; for a real model,",
         "  regenerate it with a stronger teacher through an OpenAI-compatible endpoint",
         "  (`teacher.base_url=... teacher.model=...`) and larger `tasks.*` counts.",
-        "- The mixed samples' arithmetic is one or two steps (what the teacher gets right often enough).",
+        "- The mixed samples' arithmetic is one or two template steps; their variety is in the narration.",
         "",
         "## Regenerate",
         "```bash",
