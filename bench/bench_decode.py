@@ -4,7 +4,7 @@
              torch.mv (fp32 and bf16), measured here
   hf         transformers `generate` (greedy, KV cache) on the dense base: the baseline
   soft/top1  our engine (Engine.generate) on the pathway model, LoRA r16 non-zero and a random router
-  soft_bf16  the same with bf16 weights
+  soft_bf16, top1_bf16  the same with bf16 weights (`--dtype bfloat16`)
   xlora      peft X-LoRA on the same base with two LoRA r16 adapters (its generate runs without a KV cache)
   batch8     our engine, 8 requests decoded together: aggregate tok/s
 
@@ -70,7 +70,7 @@ def ours(kind: str, tokens: int) -> dict:
 
     model, folder = pathway_model("bfloat16" if kind.endswith("bf16") else "float32")
     engine = Engine(model, load_tokenizer(folder))
-    routing = Routing("top1" if kind == "top1" else "soft")
+    routing = Routing("top1" if kind.startswith("top1") else "soft")
     rows = 8 if kind == "batch8" else 1
     prompts = [[t + 7 * r for t in PROMPT] for r in range(rows)]
 
@@ -176,7 +176,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tokens", type=int, default=33)
-    p.add_argument("--kinds", default="bound,hf,soft,top1,soft_bf16,batch8,xlora")
+    p.add_argument("--kinds", default="bound,hf,soft,top1,soft_bf16,top1_bf16,batch8,xlora")
     p.add_argument("--out", type=Path, default=Path("bench/results/decode.json"))
     p.add_argument("--child", default=None)
     a = p.parse_args()
@@ -199,6 +199,11 @@ def main() -> None:
         "ratio_vs_hf": {k: v / base for k, v in med.items() if base and k not in ("bound", "hf")},
         "fraction_of_bandwidth_bound_fp32": {
             k: med[k] / med["bound"] for k in ("hf", "soft", "top1") if k in med and "bound" in med
+        },
+        "fraction_of_bandwidth_bound_bf16": {
+            k: med[k] / statistics.median(x["bound_tok_s_bf16"] for x in raw["bound"])
+            for k in ("soft_bf16", "top1_bf16")
+            if k in med and "bound" in raw
         },
         "ratio_vs_xlora": {k: med[k] / med["xlora"] for k in ("soft", "top1") if "xlora" in med and k in med},
         "batch8_vs_soft_bs1": med["batch8"] / med["soft"] if "batch8" in med and "soft" in med else None,
