@@ -68,6 +68,7 @@ class ChatServer:
         self.hold_after: int | None = None  # hold every request after this many answers ...
         self.release = threading.Event()  # ... until this is set
         self.in_flight = self.max_in_flight = 0
+        self.admitted = 0  # requests let through, counted on arrival (two at once cannot both slip past)
         self.auth: set[str] = set()
         self.lock = threading.Lock()
         server = self
@@ -84,7 +85,8 @@ class ChatServer:
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     server.auth.add(self.headers.get("Authorization", ""))
                     status = server.fail.pop(0) if server.fail else 200
-                    hold = server.hold_after is not None and len(server.log) >= server.hold_after
+                    hold = server.hold_after is not None and server.admitted >= server.hold_after
+                    server.admitted += not hold
                 try:
                     if hold:
                         server.release.wait(30)
