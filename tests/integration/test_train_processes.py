@@ -48,16 +48,21 @@ def losses(run: Path) -> list[tuple[int, str, float, float]]:
     return [(r["global_step"], r["stage"], r["loss"], r["grad_norm"]) for r in rows]
 
 
-def test_sigkill_then_resume_reproduces_the_loss_curve(tiny_base, tmp_path):
+@pytest.mark.parametrize(
+    "every, kill_after",
+    [(2, 5), (8, 9)],  # resume mid-stage; resume from the checkpoint that ends stage 1 (8 steps)
+)
+def test_sigkill_then_resume_reproduces_the_loss_curve(tiny_base, tmp_path, every, kill_after):
     data = write_jsonl(tmp_path / "d.jsonl", records(16, 16, 4))
     ref = tmp_path / "ref"
-    subprocess.run(args(tiny_base, data, ref, "checkpoint.every=2"), env=ENV, check=True, capture_output=True)
+    every_arg = f"checkpoint.every={every}"
+    subprocess.run(args(tiny_base, data, ref, every_arg), env=ENV, check=True, capture_output=True)
     expected = losses(ref)
-    assert len(expected) >= 8
+    assert len(expected) >= 16 and expected[7][1] != expected[8][1]  # stage 1 is 8 steps
 
     run = tmp_path / "run"
     proc = subprocess.Popen(
-        args(tiny_base, data, run, "checkpoint.every=2"),
+        args(tiny_base, data, run, every_arg),
         env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -65,7 +70,7 @@ def test_sigkill_then_resume_reproduces_the_loss_curve(tiny_base, tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline:  # kill it mid-run, after a checkpoint, before the end
         n = len((run / "metrics.jsonl").read_text().splitlines()) if (run / "metrics.jsonl").exists() else 0
-        if n >= 5:
+        if n >= kill_after:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

@@ -454,6 +454,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Path:
         runner.global_step, runner.tokens_seen = pos["global_step"], pos["tokens_seen"]
         start = pos["stage"] + (1 if pos["stage_done"] else 0)
         stage_state = None if pos["stage_done"] else {"path": ckpt, "state": state}
+        if pos["stage_done"]:  # the next stage starts here: it must see the RNG the finished stage left
+            restore_rng(ckpt, state)
         if d.main:
             _truncate_metrics(runner.metrics_path, pos["global_step"])
         log.info("resuming %s from %s (stage %d, step %d)", out, ckpt.name, pos["stage"], pos["stage_step"])
