@@ -14,10 +14,12 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +103,43 @@ def load_hf_config(folder: Path) -> dict:
         raise ValueError(f"{folder / 'config.json'} is unreadable ({e}); restore or regenerate it") from None
 
 
-def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    state: dict[str, torch.Tensor] = {}
-    for f in weight_files(folder):
-        try:
-            state.update(load_file(f))
-        except Exception as e:  # safetensors raises its own error types on truncated/corrupt files
-            raise ValueError(f"{f} is corrupt or truncated ({e}); re-create it") from None
-    return state
+class LazyWeights(Mapping[str, torch.Tensor]):
+    """A folder's safetensors weights, each tensor read when it is asked for: copying them into a model then
+    peaks at the model plus one tensor, not plus a second copy of every weight."""
+
+    def __init__(self, files: list[Path]):
+        self._file: dict[str, Path] = {}
+        for f in files:
+            with _readable(f):
+                with safe_open(f, "pt") as h:
+                    self._file.update(dict.fromkeys(h.keys(), f))
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        f = self._file[key]
+        with _readable(f):
+            with safe_open(f, "pt") as h:
+                return h.get_tensor(key)
+
+    def __contains__(self, key: object) -> bool:  # without reading the tensor
+        return key in self._file
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._file)
+
+    def __len__(self) -> int:
+        return len(self._file)
+
+
+@contextmanager
+def _readable(f: Path):
+    try:
+        yield
+    except Exception as e:  # safetensors raises its own error types on truncated/corrupt files
+        raise ValueError(f"{f} is corrupt or truncated ({e}); re-create it") from None
+
+
+def load_state_dict(folder: Path) -> LazyWeights:
+    return LazyWeights(weight_files(folder))
 
 
 def _gguf_folder(gguf: Path) -> Path:
