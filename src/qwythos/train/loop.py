@@ -217,7 +217,6 @@ class Runner:
             _, opt_tensors, _ = load_checkpoint(ckpt)
             load_optimizer_state(opt, opt_tensors, state["optimizer"])
             sched.load_state_dict(state["scheduler"])
-            restore_rng(ckpt, state)
             start = state["position"]["stage_step"]
         bar = tqdm(
             total=total,
@@ -454,8 +453,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Path:
         runner.global_step, runner.tokens_seen = pos["global_step"], pos["tokens_seen"]
         start = pos["stage"] + (1 if pos["stage_done"] else 0)
         stage_state = None if pos["stage_done"] else {"path": ckpt, "state": state}
-        if pos["stage_done"]:  # the next stage starts here: it must see the RNG the finished stage left
-            restore_rng(ckpt, state)
+        restore_rng(ckpt, state)  # mid-stage or at a stage's end: the next step draws what it would have
         if d.main:
             _truncate_metrics(runner.metrics_path, pos["global_step"])
         log.info("resuming %s from %s (stage %d, step %d)", out, ckpt.name, pos["stage"], pos["stage_step"])
