@@ -1,4 +1,5 @@
-"""Record fixtures for training tests: reasoning, narrative and mixed chats (written as JSONL)."""
+"""Record fixtures for training tests: reasoning, narrative and mixed chats (written as JSONL), and a tiny
+branch-train-mix config."""
 
 from __future__ import annotations
 
@@ -45,3 +46,18 @@ def _rec(id_: str, prompt: str, answer: str, pathway: str) -> dict:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def tiny_train_raw(base: Path | str, data: Path | str) -> dict:
+    """A seconds-long TrainConfig (as a dict): rank-4 LoRAs, two steps per branch, three mix steps."""
+    return {
+        "model": {"base": str(base), "rank": 4, "alpha": 8, "dropout": 0.0},
+        "data": {"dataset": str(data), "max_seq_len": 128},
+        "optim": {"batch_size": 2},
+        "checkpoint": {"every": 100},
+        "stages": [
+            {"name": "branch-reasoning", "kind": "branch", "pathway": "reasoning", "max_steps": 2},
+            {"name": "branch-narrative", "kind": "branch", "pathway": "narrative", "max_steps": 2},
+            {"name": "mix", "kind": "mix", "max_steps": 3, "router_lr": 0.05},
+        ],
+    }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures import records, write_jsonl
+from fixtures import records, tiny_train_raw, write_jsonl
 from qwythos.config import from_dict
 from qwythos.eval import data as evdata
 from qwythos.eval.config import GsmSection
@@ -47,18 +47,7 @@ def train_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_base, train_data, tmp_path_factory):
-    raw = {
-        "model": {"base": str(tiny_base), "rank": 4, "alpha": 8, "dropout": 0.0},
-        "data": {"dataset": str(train_data), "max_seq_len": 128},
-        "optim": {"batch_size": 2},
-        "checkpoint": {"every": 100},
-        "stages": [
-            {"name": "branch-reasoning", "kind": "branch", "pathway": "reasoning", "max_steps": 2},
-            {"name": "branch-narrative", "kind": "branch", "pathway": "narrative", "max_steps": 2},
-            {"name": "mix", "kind": "mix", "max_steps": 3, "router_lr": 0.05},
-        ],
-        "baseline": {"dense_lora": True},
-    }
+    raw = {**tiny_train_raw(tiny_base, train_data), "baseline": {"dense_lora": True}}
     return train(from_dict(TrainConfig, raw), tmp_path_factory.mktemp("evrun") / "run")
 
 

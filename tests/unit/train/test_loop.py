@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from fixtures import records, write_jsonl
+from fixtures import records, tiny_train_raw, write_jsonl
 from qwythos.config import ConfigError, from_dict
 from qwythos.model.formats import load_native, pathway_weights
 from qwythos.train.config import TrainConfig
@@ -15,17 +15,7 @@ from qwythos.train.loop import make_model, train
 
 
 def config(tiny_base, data, **over) -> TrainConfig:
-    raw = {
-        "model": {"base": str(tiny_base), "rank": 4, "alpha": 8, "dropout": 0.0},
-        "data": {"dataset": str(data), "max_seq_len": 128},
-        "optim": {"batch_size": 2},
-        "checkpoint": {"every": 100},
-        "stages": [
-            {"name": "branch-reasoning", "kind": "branch", "pathway": "reasoning", "max_steps": 2},
-            {"name": "branch-narrative", "kind": "branch", "pathway": "narrative", "max_steps": 2},
-            {"name": "mix", "kind": "mix", "max_steps": 3, "router_lr": 0.05},
-        ],
-    }
+    raw = tiny_train_raw(tiny_base, data)
     for key, value in over.items():
         section, field = key.split("__")
         raw.setdefault(section, {})[field] = value
