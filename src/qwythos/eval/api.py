@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,6 +31,20 @@ from .teacher import score
 
 log = logging.getLogger(__name__)
 FORMAT, VERSION = "qwythos-eval", 1
+
+
+@dataclass
+class Inputs:
+    """What every system is asked and scored on: built once per evaluation, the same for all systems."""
+
+    problems: list  # held-out GSM problems
+    shots: list  # few-shot worked examples
+    file_problems: list  # gsm.file problems
+    story_prompts: list[str]
+    mixed_prompts: list
+    script: object  # the scripted consistency conversation
+    probes: list
+    scored_records: dict[str, list]  # teacher-forced: gsm, narrative, mixed
 
 
 def load_eval_config(
@@ -99,6 +114,9 @@ def evaluate(
             "hash": evdata.digest([p.question for p in file_problems]),
         }
 
+    inputs = Inputs(
+        problems, shots, file_problems, story_prompts, mixed_prompts, script, probes, scored_records
+    )
     systems, missing = build_systems(target, cfg.systems)
     if not systems:
         raise ValueError(f"none of the systems {cfg.systems} can be built here: {missing}")
@@ -138,19 +156,7 @@ def evaluate(
     for system in tqdm(systems, desc="systems", unit="system", dynamic_ncols=True):
         t = time.time()
         with system.active():
-            metrics, details = _evaluate_system(
-                system,
-                cfg,
-                target,
-                problems,
-                shots,
-                file_problems,
-                story_prompts,
-                mixed_prompts,
-                script,
-                probes,
-                scored_records,
-            )
+            metrics, details = _evaluate_system(system, cfg, target, inputs)
         metrics["time_s"] = round(time.time() - t, 1)
         timing[system.name] = {**details["timing"], "total_s": metrics["time_s"]}
         results["systems"][system.name] = metrics
@@ -193,30 +199,19 @@ def evaluate(
     return results
 
 
-def _evaluate_system(
-    system: System,
-    cfg: EvalConfig,
-    target: Target,
-    problems,
-    shots,
-    file_problems,
-    story_prompts,
-    mixed_prompts,
-    script,
-    probes,
-    scored_records,
-) -> tuple[dict, dict]:
+def _evaluate_system(system: System, cfg: EvalConfig, target: Target, inputs: Inputs) -> tuple[dict, dict]:
     """One system's metrics (flat) and details (gear, robustness, consistency answers, outputs)."""
-    engine = system.engine
+    engine, x = system.engine, inputs
+    problems, shots, file_problems, probes = x.problems, x.shots, x.file_problems, x.probes
     n = cfg.narrative
     jobs = tasks.gsm_jobs(engine, problems, shots, cfg.gsm.max_new_tokens)
     if file_problems:
         jobs += tasks.gsm_jobs(engine, file_problems, shots, cfg.gsm.max_new_tokens, task="gsm_file")
-    jobs += tasks.narrative_jobs(engine, story_prompts, n.max_new_tokens, n.temperature, n.top_p, n.seed)
-    jobs += tasks.mixed_jobs(engine, mixed_prompts, cfg.gsm.max_new_tokens, n.seed)
+    jobs += tasks.narrative_jobs(engine, x.story_prompts, n.max_new_tokens, n.temperature, n.top_p, n.seed)
+    jobs += tasks.mixed_jobs(engine, x.mixed_prompts, cfg.gsm.max_new_tokens, n.seed)
     if cfg.consistency.enabled and system.name in cfg.consistency.systems:
         c = cfg.consistency
-        jobs += tasks.consistency_jobs(engine, script, probes, c.context_tokens, c.max_new_tokens)
+        jobs += tasks.consistency_jobs(engine, x.script, probes, c.context_tokens, c.max_new_tokens)
     rt = cfg.runtime
     clock = time.time()
     outputs = generate(
@@ -262,7 +257,7 @@ def _evaluate_system(
     tf = score(
         engine.model,
         engine.tokenizer,
-        scored_records,
+        x.scored_records,
         system.routing,
         gates=system.gated,
         mixed_default=target.mixed_default,
