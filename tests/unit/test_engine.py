@@ -162,6 +162,24 @@ def test_rows_joining_a_running_batch_decode_as_if_alone(engine):
         torch.testing.assert_close(done.gates, ref.gates, atol=1e-5, rtol=1e-5)
 
 
+def test_a_capped_batch_refills_as_rows_finish_and_decodes_as_if_alone(engine):
+    """Engine.stream with max_batch: waiting requests join as rows finish; results as if each ran alone."""
+    ps = prompts(engine) + [prompts(engine)[0][:3], prompts(engine)[2] + prompts(engine)[1]]
+    budgets = (9, 2, 5, 7, 3)
+    reqs = [
+        Request(p, SamplingParams(max_new_tokens=n, ignore_eos=True))
+        for p, n in zip(ps, budgets, strict=True)
+    ]
+    alone = [engine.generate([r])[0] for r in reqs]
+    order = []
+    for i, done in engine.stream(reqs, max_batch=2):
+        order.append(i)
+        assert done.token_ids == alone[i].token_ids
+        torch.testing.assert_close(done.gates, alone[i].gates, atol=1e-5, rtol=1e-5)
+    assert sorted(order) == list(range(5)) and order != list(range(5))  # as they finish, not in order
+    assert [c.token_ids for c in engine.generate(reqs, max_batch=3)] == [c.token_ids for c in alone]
+
+
 def test_logprobs_match_a_full_forward(engine):
     p = prompts(engine)[1]
     q = SamplingParams(max_new_tokens=4, ignore_eos=True, logprobs=3, prompt_logprobs=2)

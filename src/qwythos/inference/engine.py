@@ -9,7 +9,7 @@ its per-layer gate weights (L, P).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -371,18 +371,39 @@ class Engine:
         if request.gear_bias is not None and len(request.gear_bias) != len(self.pathways):
             raise ValueError(f"gear_bias needs one value per pathway {self.pathways}")
 
-    @torch.inference_mode()
     def generate(
-        self, requests: list[Request], routing: Routing = SOFT, trace: bool = True
+        self, requests: list[Request], routing: Routing = SOFT, trace: bool = True, max_batch: int = 0
     ) -> list[Completion]:
-        """Decode these requests together to the end; completions in request order."""
+        """Decode these requests to the end; completions in request order (see ``stream``)."""
+        done: list[Completion | None] = [None] * len(requests)
+        for i, c in self.stream(requests, routing, trace, max_batch):
+            done[i] = c
+        return done
+
+    @torch.inference_mode()
+    def stream(
+        self, requests: list[Request], routing: Routing = SOFT, trace: bool = True, max_batch: int = 0
+    ) -> Iterator[tuple[int, Completion]]:
+        """(request index, completion) as each finishes. At most ``max_batch`` rows decode together
+        (0 = all); as rows finish, waiting requests join the running batch (continuous batching), a group
+        at a time once a quarter of the rows are free, so the batch stays full without a prefill per step."""
         for r in requests:
             self.check(r)
+        cap = max_batch or len(requests)
         batch = DecodeBatch(self, routing, trace)
-        rows = batch.add(requests)
-        while batch.rows:
-            batch.step()
-        return [w.completion(trace) for w in rows]
+        index: dict[int, int] = {}  # id(row) -> request index
+        nxt = 0
+        while nxt < len(requests) or batch.rows:
+            room, waiting = cap - len(batch), len(requests) - nxt
+            if waiting and (not batch.rows or room >= min(waiting, max(1, cap // 4))):
+                group = requests[nxt : nxt + room]
+                for k, w in enumerate(batch.add(group)):
+                    index[id(w)] = nxt + k
+                nxt += len(group)
+            else:
+                batch.step()
+            for w in batch.collect():
+                yield index.pop(id(w)), w.completion(trace)
 
 
 def parse_routing(mode: str, pathways: list[str]) -> Routing:

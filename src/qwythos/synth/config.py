@@ -16,6 +16,8 @@ class TeacherConfig:
     model_dir: str | None = None
     batch_size: int = 32  # local: prompts decoded together
     threads: int = 0  # local: torch threads (0 = leave torch's default)
+    # local: weights' dtype; bfloat16 decodes a batch ~1.8x faster on CPUs with AVX512-BF16 (and GPUs)
+    dtype: Literal["float32", "bfloat16"] = "float32"
     # openai: any OpenAI-compatible server; each falls back to an environment variable when unset
     base_url: str | None = None  # $QWYTHOS_TEACHER_BASE_URL, e.g. http://127.0.0.1:8000/v1
     model: str | None = None  # $QWYTHOS_TEACHER_MODEL

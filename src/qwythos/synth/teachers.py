@@ -69,7 +69,13 @@ def complete(teacher: Teacher, requests: list[ChatRequest]) -> list[Reply]:
 class LocalTeacher:
     """A loadable model folder (None = the embedded base, built once in $QWYTHOS_CACHE), batched decoding."""
 
-    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 32, threads: int = 0):
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        batch_size: int = 32,
+        threads: int = 0,
+        dtype: str = "float32",
+    ):
         import torch
 
         from ..inference.api import load_engine
@@ -77,13 +83,15 @@ class LocalTeacher:
         if threads > 0:
             torch.set_num_threads(threads)
         self.model_dir = Path(model_dir) if model_dir else embedded_model_dir()
-        self.engine = load_engine(self.model_dir)
+        self.engine = load_engine(self.model_dir, dtype)
         self.batch_size = batch_size
         self.routing, _ = self.engine.routing(None, None)
         digest = hashlib.sha256()
         for f in sorted(self.model_dir.glob("*.json")):
             digest.update(f.name.encode() + f.read_bytes())
-        self.name = f"local:{self.model_dir.name}:{digest.hexdigest()[:16]}"
+        # replies sampled in another dtype differ: they are another teacher's (float32 keeps the old name)
+        suffix = "" if dtype == "float32" else f":{dtype}"
+        self.name = f"local:{self.model_dir.name}:{digest.hexdigest()[:16]}{suffix}"
 
     def stream(self, requests: list[ChatRequest]) -> Iterator[tuple[int, Reply]]:
         from ..inference.engine import Request
@@ -100,27 +108,24 @@ class LocalTeacher:
                 yield i, Reply(finish_reason="error", error=error)
             else:
                 todo.append(i)
-        # similar budgets and lengths decode together: less padding, fewer idle rows
+        # similar budgets and lengths decode together: less padding; finished rows are refilled at once
         order = sorted(todo, key=lambda i: (requests[i].max_tokens, len(encoded[i])))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            batch = [
-                Request(
-                    encoded[i],
-                    SamplingParams(
-                        max_new_tokens=requests[i].max_tokens,
-                        temperature=requests[i].temperature,
-                        top_p=requests[i].top_p,
-                        top_k=requests[i].top_k,
-                        seed=requests[i].seed,
-                        stop=list(requests[i].stop),
-                    ),
-                )
-                for i in chunk
-            ]
-            done = self.engine.generate(batch, self.routing, trace=False)
-            for i, c in zip(chunk, done, strict=True):
-                yield i, Reply(c.text.strip(), c.finish_reason, c.prompt_tokens, len(c.token_ids))
+        batch = [
+            Request(
+                encoded[i],
+                SamplingParams(
+                    max_new_tokens=requests[i].max_tokens,
+                    temperature=requests[i].temperature,
+                    top_p=requests[i].top_p,
+                    top_k=requests[i].top_k,
+                    seed=requests[i].seed,
+                    stop=list(requests[i].stop),
+                ),
+            )
+            for i in order
+        ]
+        for k, c in self.engine.stream(batch, self.routing, trace=False, max_batch=self.batch_size):
+            yield order[k], Reply(c.text.strip(), c.finish_reason, c.prompt_tokens, len(c.token_ids))
 
 
 def embedded_model_dir() -> Path:
@@ -278,7 +283,7 @@ class CachedTeacher:
 
 def make_teacher(cfg: TeacherConfig) -> Teacher:
     if cfg.kind == "local":
-        return LocalTeacher(cfg.model_dir, cfg.batch_size, cfg.threads)
+        return LocalTeacher(cfg.model_dir, cfg.batch_size, cfg.threads, cfg.dtype)
     base_url = cfg.base_url or os.environ.get("QWYTHOS_TEACHER_BASE_URL")
     model = cfg.model or os.environ.get("QWYTHOS_TEACHER_MODEL")
     if not base_url or not model:

@@ -42,6 +42,14 @@ def test_batched_replies_come_back_in_request_order(model_dir):
     assert all(r.error is None for r in batched)
 
 
+def test_a_bfloat16_teacher_is_another_teacher_in_the_cache(model_dir):
+    fp32, bf16 = LocalTeacher(model_dir), LocalTeacher(model_dir, dtype="bfloat16")
+    assert bf16.name == fp32.name + ":bfloat16"  # its replies differ: never served from fp32's cache
+    assert bf16.engine.model.embed_tokens.weight.dtype == torch.bfloat16
+    replies = complete(bf16, chats())
+    assert all(r.error is None and r.completion_tokens > 0 for r in replies)
+
+
 def test_local_replies_are_cached(model_dir, tmp_path):
     cached = CachedTeacher(LocalTeacher(model_dir, batch_size=4), RequestCache(tmp_path / "c.sqlite"))
     first = cached.complete(chats(temperature=1.0))

@@ -7,8 +7,11 @@ import pytest
 from qwythos.config import load_config
 from qwythos.train.config import TrainConfig
 
-PRESETS = sorted(p for p in (Path(__file__).parents[3] / "configs").glob("*.yaml")
-                 if not p.name.startswith(("curate", "synth")))
+PRESETS = sorted(
+    p
+    for p in (Path(__file__).parents[3] / "configs").glob("*.yaml")
+    if not p.name.startswith(("curate", "synth"))
+)
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
