@@ -4,6 +4,7 @@
              torch.mv (fp32 and bf16), measured here
   hf         transformers `generate` (greedy, KV cache) on the dense base: the baseline
   soft/top1  our engine (Engine.generate) on the pathway model, LoRA r16 non-zero and a random router
+  soft_std   the same with nn.Linear's weight layout (the engine stores fp32 weights transposed on CPU)
   soft_bf16, top1_bf16  the same with bf16 weights (`--dtype bfloat16`)
   xlora      peft X-LoRA on the same base with two LoRA r16 adapters (its generate runs without a KV cache)
   batch8     our engine, 8 requests decoded together: aggregate tok/s
@@ -12,7 +13,7 @@ Decode tok/s = (N - 1) / (t(N tokens) - t(1 token)) so the prefill cancels; time
 for a 32-token prompt. Each configuration runs in its own subprocess and configurations alternate across
 repeats, so drift on a shared machine hits all alike; medians are reported with ratios to `hf`.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_decode.py [--repeats 3] [--tokens 33]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_decode.py [--repeats 3] [--tokens 33] [--threads N]
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def ours(kind: str, tokens: int) -> dict:
     from qwythos.model.block import Routing
 
     model, folder = pathway_model("bfloat16" if kind.endswith("bf16") else "float32")
-    engine = Engine(model, load_tokenizer(folder))
+    engine = Engine(model, load_tokenizer(folder), layout="standard" if kind.endswith("_std") else "auto")
     routing = Routing("top1" if kind.startswith("top1") else "soft")
     rows = 8 if kind == "batch8" else 1
     prompts = [[t + 7 * r for t in PROMPT] for r in range(rows)]
@@ -157,9 +158,11 @@ def bound() -> dict:
     return out
 
 
-def child(kind: str, tokens: int) -> None:
+def child(kind: str, tokens: int, threads: int) -> None:
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     if kind == "bound":
         res = bound()
@@ -177,16 +180,26 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tokens", type=int, default=33)
     p.add_argument("--kinds", default="bound,hf,soft,top1,soft_bf16,top1_bf16,batch8,xlora")
+    p.add_argument("--threads", type=int, default=0, help="torch threads in every child (0 = default)")
     p.add_argument("--out", type=Path, default=Path("bench/results/decode.json"))
     p.add_argument("--child", default=None)
     a = p.parse_args()
     if a.child:
-        return child(a.child, a.tokens)
+        return child(a.child, a.tokens, a.threads)
     kinds = a.kinds.split(",")
     raw: dict[str, list[dict]] = {k: [] for k in kinds}
     for r in range(a.repeats):
         for k in kinds:
-            cmd = [sys.executable, __file__, "--child", k, "--tokens", str(a.tokens)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                k,
+                "--tokens",
+                str(a.tokens),
+                "--threads",
+                str(a.threads),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res = json.loads(out.stdout.strip().splitlines()[-1])
             raw[k].append(res)
@@ -216,7 +229,7 @@ def main() -> None:
             "decode_tokens": a.tokens - 1,
             "repeats": a.repeats,
             "cpus": os.cpu_count(),
-            "torch_threads": "default",
+            "torch_threads": a.threads or f"default ({os.cpu_count()})",
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(default)"),
             "machine": "shared with other jobs",
         },

@@ -180,6 +180,32 @@ def test_a_capped_batch_refills_as_rows_finish_and_decodes_as_if_alone(engine):
     assert [c.token_ids for c in engine.generate(reqs, max_batch=3)] == [c.token_ids for c in alone]
 
 
+def test_the_decode_layout_changes_strides_not_results(engine):
+    """fp32 on CPU: frozen matrices stored (in, out) contiguous; values, shapes and tokens unchanged."""
+    from qwythos.inference.engine import decode_layout
+
+    model = engine.model
+    frozen = [p for p in model.parameters() if not p.requires_grad and p.dim() >= 2]
+    before = [p.detach().clone() for p in frozen]
+    reqs = [Request(p, SamplingParams(max_new_tokens=6, ignore_eos=True)) for p in prompts(engine)]
+    assert engine.layout == "transposed"  # 'auto' on a CPU fp32 model
+    ref = engine.generate(reqs)
+    try:
+        assert decode_layout(model, "standard") == "standard"
+        assert all(p.is_contiguous() for p in frozen)
+        standard = engine.generate(reqs)
+    finally:
+        decode_layout(model, "transposed")
+    assert all(p.transpose(-1, -2).is_contiguous() and not p.is_contiguous() for p in frozen)
+    assert all(torch.equal(p, b) for p, b in zip(frozen, before, strict=True))
+    assert all(p.is_contiguous() for p in model.parameters() if p.requires_grad)  # LoRA, routers untouched
+    for a, b in zip(ref, standard, strict=True):
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(a.gates, b.gates, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="layout 'rows'"):
+        decode_layout(model, "rows")
+
+
 def test_logprobs_match_a_full_forward(engine):
     p = prompts(engine)[1]
     q = SamplingParams(max_new_tokens=4, ignore_eos=True, logprobs=3, prompt_logprobs=2)

@@ -133,8 +133,12 @@ class LoRAPathways(nn.Module):
         g = gates.t().unsqueeze(-1)  # (P, N, 1)
         h_mix = (g * h).sum(0)  # (N, I)
         z = g * torch.bmm(h, self.lora_A_down.transpose(1, 2))  # (P, N, r)
-        B_down = self.lora_B_down.permute(1, 0, 2).reshape(H, P * r)
-        return F.linear(h_mix, self.base_down) + s * F.linear(z.transpose(0, 1).reshape(N, P * r), B_down)
+        if N <= 16:  # decoding: per-pathway products summed, no copy of B (a copy costs more than the math)
+            delta = torch.bmm(z, self.lora_B_down.transpose(1, 2)).sum(0)  # (N, H)
+        else:  # many tokens: one product over all pathways' ranks
+            B_down = self.lora_B_down.permute(1, 0, 2).reshape(H, P * r)
+            delta = F.linear(z.transpose(0, 1).reshape(N, P * r), B_down)
+        return F.linear(h_mix, self.base_down) + s * delta
 
     def _one(self, xa: torch.Tensor, gu: torch.Tensor, p: int) -> torch.Tensor:
         r, I, s = self.rank, self.intermediate, self.scale

@@ -162,9 +162,9 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         B, T, _ = x.shape
         q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv * self.head_dim
-        q, k, v = self.qkv_proj(x).split((q_dim, kv_dim, kv_dim), dim=-1)
-        q = apply_rope(q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2), cos, sin)
-        k = apply_rope(k.view(B, T, self.n_kv, self.head_dim).transpose(1, 2), cos, sin)
+        qk, v = self.qkv_proj(x).split((q_dim + kv_dim, kv_dim), dim=-1)
+        qk = apply_rope(qk.reshape(B, T, self.n_heads + self.n_kv, self.head_dim).transpose(1, 2), cos, sin)
+        q, k = qk.split((self.n_heads, self.n_kv), dim=1)  # queries and keys rotated in one pass
         v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         past = 0
         if cache is not None:
