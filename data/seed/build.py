@@ -18,6 +18,8 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+import yaml
+
 from qwythos.curate.dataset import read_dataset
 from qwythos.curate.run import curate
 from qwythos.eval.metrics import distinct_n, self_bleu
@@ -43,11 +45,12 @@ def main() -> None:
     (HERE / "seed.jsonl.gz").write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
     report = json.loads((run / "report.json").read_text())
     manifest = json.loads((curated / "manifest.json").read_text())
-    (HERE / "CARD.md").write_text(card(report, manifest, records, a.overrides))
+    teacher = yaml.safe_load((run / "config.yaml").read_text())["teacher"]
+    (HERE / "CARD.md").write_text(card(report, manifest, records, teacher, a.overrides))
     print(f"{len(records)} records -> {HERE / 'seed.jsonl.gz'}")
 
 
-def card(report: dict, manifest: dict, records: list[dict], overrides: list[str]) -> str:
+def card(report: dict, manifest: dict, records: list[dict], teacher: dict, overrides: list[str]) -> str:
     replies = [m["content"] for r in records for m in r["messages"] if m["role"] == "assistant"]
     words = sorted(len(t.split()) for t in replies)
     kinds = Counter(r["meta"].get("kind", r["meta"].get("form", "?")) for r in records)
@@ -62,7 +65,8 @@ def card(report: dict, manifest: dict, records: list[dict], overrides: list[str]
         "(the generator's seed: genre, character, setting, style, the word to mention; a role-play's card).",
         "",
         "## How it was made",
-        f"- Teacher: {report['teacher']} (the embedded SmolLM2-135M-Instruct), on CPU.",
+        f"- Teacher: {report['teacher']} (the embedded SmolLM2-135M-Instruct), on CPU, one thread,"
+        f" {teacher['batch_size']} rows decoded together (continuous batching), {teacher['dtype']} weights.",
         f"- Tasks: {report['tasks']} ({_fmt({k: v['tasks'] for k, v in report['by_kind'].items()})}).",
         f"- Best-of-n: {report['select']['n']} candidates per narrative part. The sums inside mixed samples",
         "  are the generator's own worked steps (`tasks.mixed_reasoning: worked`), verified like a teacher's",
@@ -73,8 +77,8 @@ def card(report: dict, manifest: dict, records: list[dict], overrides: list[str]
         f"{_fmt(report['candidates'])}.",
         f"- Teacher tokens: {report['tokens']['prompt']:,} prompt, {report['tokens']['completion']:,}"
         f" completion in {report['requests']['requests']:,} requests ({report['requests']['cached']:,} served"
-        " from the request cache by the invocation that wrote this card); generating them took about an",
-        "  hour on one shared core.",
+        " from the request cache by the invocation that wrote this card, which ran"
+        f" {report['wall_s'] / 60:.0f} min on a 2-core machine shared with other work).",
         f"- Curation (`configs/curate-seed.yaml`: exact and near dedup, quality filters, diversity τ 0.95):"
         f" {len(records)} of {report['accepted']} kept; dropped: {_fmt(curate_drops) or 'none'}.",
         "",
@@ -88,9 +92,8 @@ def card(report: dict, manifest: dict, records: list[dict], overrides: list[str]
         "## Weaknesses",
         "- A 135M teacher writes simple, often generic prose; the checks (length, repetition, distinct",
         "  bigrams, the required word, refusals, coherence under the teacher) drop the worst, not the bland.",
-        "- It is small (hundreds, not the thousands we aimed for): what one shared CPU core generates in an",
-        "  hour. It exists so the",
-        "  quickstart trains a narrative pathway on model-written text with no download; for a real model,",
+        "- It is what one shared CPU core generates in about an hour. It exists so the quickstart trains a",
+        "  narrative pathway on model-written text with no download; for a real model,",
         "  regenerate it with a stronger teacher through an OpenAI-compatible endpoint",
         "  (`teacher.base_url=... teacher.model=...`) and larger `tasks.*` counts.",
         "- The mixed samples' arithmetic is one or two template steps; their variety is in the narration.",

@@ -129,26 +129,24 @@ class LoRAPathways(nn.Module):
         a = a.view(N, P * 2, r).transpose(0, 1)  # (2P, N, r)
         d = torch.bmm(a, self.lora_B_gate_up.reshape(P * 2, I, r).transpose(1, 2))  # (2P, N, I)
         d = d.view(P, 2, N, I)
-        h = F.silu(gu[:, :I] + s * d[:, 0]) * (gu[:, I:] + s * d[:, 1])  # (P, N, I)
+        h = F.silu(torch.add(gu[:, :I], d[:, 0], alpha=s)) * torch.add(gu[:, I:], d[:, 1], alpha=s)  # (P,N,I)
         g = gates.t().unsqueeze(-1)  # (P, N, 1)
         h_mix = (g * h).sum(0)  # (N, I)
         z = g * torch.bmm(h, self.lora_A_down.transpose(1, 2))  # (P, N, r)
+        y = F.linear(h_mix, self.base_down)
         if N <= 16:  # decoding: per-pathway products summed, no copy of B (a copy costs more than the math)
-            delta = torch.bmm(z, self.lora_B_down.transpose(1, 2)).sum(0)  # (N, H)
-        else:  # many tokens: one product over all pathways' ranks
-            B_down = self.lora_B_down.permute(1, 0, 2).reshape(H, P * r)
-            delta = F.linear(z.transpose(0, 1).reshape(N, P * r), B_down)
-        return F.linear(h_mix, self.base_down) + s * delta
+            return torch.add(y, torch.bmm(z, self.lora_B_down.transpose(1, 2)).sum(0), alpha=s)
+        B_down = self.lora_B_down.permute(1, 0, 2).reshape(H, P * r)  # many tokens: one product, all ranks
+        return torch.addmm(y, z.transpose(0, 1).reshape(N, P * r), B_down.t(), alpha=s)
 
     def _one(self, xa: torch.Tensor, gu: torch.Tensor, p: int) -> torch.Tensor:
         r, I, s = self.rank, self.intermediate, self.scale
         a = F.linear(xa, self.lora_A_gate_up[p].reshape(2 * r, self.hidden))  # (n, 2r)
-        gate = gu[:, :I] + s * F.linear(a[:, :r], self.lora_B_gate_up[p, 0])
-        up = gu[:, I:] + s * F.linear(a[:, r:], self.lora_B_gate_up[p, 1])
+        gate = torch.addmm(gu[:, :I], a[:, :r], self.lora_B_gate_up[p, 0].t(), alpha=s)  # W_g x + s B A x
+        up = torch.addmm(gu[:, I:], a[:, r:], self.lora_B_gate_up[p, 1].t(), alpha=s)
         h = F.silu(gate) * up  # (n, I)
-        return F.linear(h, self.base_down) + s * F.linear(
-            F.linear(h, self.lora_A_down[p]), self.lora_B_down[p]
-        )
+        y = F.linear(h, self.base_down)
+        return torch.addmm(y, F.linear(h, self.lora_A_down[p]), self.lora_B_down[p].t(), alpha=s)
 
     @torch.no_grad()
     def materialise(self, p: int) -> dict[str, torch.Tensor]:
