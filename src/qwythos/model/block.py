@@ -44,7 +44,9 @@ class Routing:
             logits = logits + (bias[:, None, :] if bias.dim() == 2 else bias)
         P = logits.shape[-1]
         if self.mode == "soft":
-            return torch.softmax(logits / self.temperature, dim=-1), None
+            return torch.softmax(
+                logits if self.temperature == 1.0 else logits / self.temperature, dim=-1
+            ), None
         if self.mode == "top1":
             choice = logits.argmax(dim=-1)
         else:
