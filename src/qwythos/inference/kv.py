@@ -24,10 +24,17 @@ class BatchCache:
         device: torch.device | str = "cpu",
     ):
         shape = (arch.num_hidden_layers, batch, arch.num_key_value_heads, capacity, arch.head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, KVH, S, D)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)  # (B, S)
+        self._set(
+            torch.zeros(shape, dtype=dtype, device=device),  # (L, B, KVH, S, D)
+            torch.zeros(shape, dtype=dtype, device=device),
+            torch.zeros(batch, capacity, dtype=torch.bool, device=device),  # (B, S)
+        )
         self.length = 0
+
+    def _set(self, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> None:
+        self.k, self.v, self.valid = k, v, valid
+        self._k = [k[i] for i in range(k.shape[0])]  # per-layer views: one indexing op less per access
+        self._v = [v[i] for i in range(v.shape[0])]
 
     @property
     def batch(self) -> int:
@@ -41,9 +48,10 @@ class BatchCache:
         """Write k/v (B, KVH, T, D) after the filled slots; return every key/value so far (views)."""
         start, end = self.length, self.length + k.shape[2]
         assert end <= self.capacity, "reserve() slots before the forward"
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        keys, values = self._k[layer], self._v[layer]
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        return keys[:, :, :end], values[:, :, :end]
 
     def reserve(self, n: int, valid: torch.Tensor) -> None:
         """Make room for n more slots and mark them valid per row: valid (B, n) bool."""
@@ -60,7 +68,7 @@ class BatchCache:
     def select(self, rows: list[int]) -> None:
         """Keep only these rows, then drop leading slots that no remaining row uses."""
         idx = torch.tensor(rows, dtype=torch.long, device=self.k.device)
-        self.k, self.v, self.valid = self.k[:, idx], self.v[:, idx], self.valid[idx]
+        self._set(self.k[:, idx], self.v[:, idx], self.valid[idx])
         used = self.valid[:, : self.length].any(0).nonzero()
         first = int(used[0]) if len(used) else self.length
         if first > 0:
@@ -70,9 +78,7 @@ class BatchCache:
         """Append other's rows, aligning both on their last slot (the shorter side is left-padded)."""
         length = max(self.length, other.length)
         a, b = self._shifted(length - self.length, length), other._shifted(length - other.length, length)
-        self.k = torch.cat([a[0], b[0]], dim=1)
-        self.v = torch.cat([a[1], b[1]], dim=1)
-        self.valid = torch.cat([a[2], b[2]], dim=0)
+        self._set(torch.cat([a[0], b[0]], dim=1), torch.cat([a[1], b[1]], dim=1), torch.cat([a[2], b[2]]))
         self.length = length
 
     def _shifted(self, offset: int, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,5 +107,5 @@ class BatchCache:
             self.v[:, :, :, src],
             self.valid[:, src],
         )
-        self.k, self.v, self.valid = k, v, valid
+        self._set(k, v, valid)
         self.length = n if offset < 0 else self.length + offset

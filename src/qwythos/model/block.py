@@ -62,7 +62,9 @@ class Router(nn.Module):
         self.weight = nn.Parameter(torch.zeros(num_pathways, hidden))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.float(), self.weight.float())  # (..., P)
+        if x.dtype == self.weight.dtype == torch.float32:
+            return F.linear(x, self.weight)  # (..., P)
+        return F.linear(x.float(), self.weight.float())
 
 
 def _by_choice(n: int, choice: torch.Tensor, fn) -> torch.Tensor:
@@ -120,7 +122,7 @@ class LoRAPathways(nn.Module):
         xa = self.dropout(x)
         if choice is not None:
             return _by_choice(x.shape[0], choice, lambda rows, p: self._one(xa[rows], gu[rows], p))
-        return self._soft(xa, gu, gates.to(x.dtype))
+        return self._soft(xa, gu, gates if gates.dtype == x.dtype else gates.to(x.dtype))
 
     def _soft(self, xa: torch.Tensor, gu: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         N, (P, r, I, H, s) = (

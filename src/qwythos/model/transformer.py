@@ -27,9 +27,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        xf = x if x.dtype == torch.float32 else x.float()  # (the casts cost a dispatch each in decoding)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        return self.weight * (xf if xf.dtype == x.dtype else xf.to(x.dtype))
 
 
 class RotaryEmbedding(nn.Module):
@@ -56,7 +56,8 @@ class RotaryEmbedding(nn.Module):
         self.attention_scaling = float(scaling)
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = position_ids[..., None].float() * self.inv_freq  # (B, T, D/2)
+        """cos, sin (B, 1, T, D): broadcast over heads."""
+        freqs = position_ids[:, None, :, None].float() * self.inv_freq  # (B, 1, T, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)
         return (emb.cos() * self.attention_scaling).to(dtype), (emb.sin() * self.attention_scaling).to(dtype)
 
@@ -67,8 +68,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, heads, T, D); cos/sin (B, T, D)."""
-    return x * cos[:, None] + _rotate_half(x) * sin[:, None]
+    """x (B, heads, T, D); cos/sin (B, 1, T, D)."""
+    return x * cos + _rotate_half(x) * sin
 
 
 class KVCache:
