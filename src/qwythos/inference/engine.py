@@ -2,9 +2,9 @@
 
 A ``DecodeBatch`` decodes requests that share one routing mode: new requests are prefilled together (left
 padded) and merged into the running KV cache, every step decodes one token for each row, finished or
-cancelled rows leave at once. ``Engine.generate`` runs one batch to the end (static batching);
-``scheduler.Scheduler`` feeds batches from a queue (continuous batching). Every generated token carries
-its per-layer gate weights (L, P).
+cancelled rows leave at once. ``Engine.stream`` / ``generate`` decode a list of requests, at most
+``max_batch`` rows at a time, refilling the batch as rows finish; ``scheduler.Scheduler`` feeds batches from
+a queue of live requests (the server). Every generated token carries its per-layer gate weights (L, P).
 """
 
 from __future__ import annotations
