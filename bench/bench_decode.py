@@ -5,6 +5,9 @@
   hf         transformers `generate` (greedy, KV cache) on the dense base: the baseline
   soft/top1  our engine (Engine.generate) on the pathway model, LoRA r16 non-zero and a random router
   soft_std   the same with nn.Linear's weight layout (the engine stores fp32 weights transposed on CPU)
+  soft_2t, top1_2t  the same with every torch thread in bs1 decode steps (the engine's default under
+             OMP_WAIT_POLICY=PASSIVE decodes a row or two on one thread)
+  hf_1t      `generate` on one torch thread: the baseline on the engine's footing
   soft_bf16, top1_bf16  the same with bf16 weights (`--dtype bfloat16`)
   xlora      peft X-LoRA on the same base with two LoRA r16 adapters (its generate runs without a KV cache)
   batch8     our engine, 8 requests decoded together: aggregate tok/s
@@ -70,7 +73,12 @@ def ours(kind: str, tokens: int) -> dict:
     from qwythos.model.block import Routing
 
     model, folder = pathway_model("bfloat16" if kind.endswith("bf16") else "float32")
-    engine = Engine(model, load_tokenizer(folder), layout="standard" if kind.endswith("_std") else "auto")
+    engine = Engine(
+        model,
+        load_tokenizer(folder),
+        layout="standard" if kind.endswith("_std") else "auto",
+        decode_threads=0 if kind.endswith("_2t") else "auto",
+    )
     routing = Routing("top1" if kind.startswith("top1") else "soft")
     rows = 8 if kind == "batch8" else 1
     prompts = [[t + 7 * r for t in PROMPT] for r in range(rows)]
@@ -93,9 +101,11 @@ def hf_model():
     return AutoModelForCausalLM.from_pretrained(resolve_base(None), dtype="float32").eval()
 
 
-def hf(tokens: int) -> dict:
+def hf(tokens: int, threads: int = 0) -> dict:
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     model = hf_model()
     ids = torch.tensor([PROMPT])
 
@@ -166,8 +176,8 @@ def child(kind: str, tokens: int, threads: int) -> None:
     torch.manual_seed(0)
     if kind == "bound":
         res = bound()
-    elif kind == "hf":
-        res = hf(tokens)
+    elif kind in ("hf", "hf_1t"):
+        res = hf(tokens, 1 if kind == "hf_1t" else 0)
     elif kind == "xlora":
         res = xlora(tokens)
     else:
@@ -207,11 +217,13 @@ def main() -> None:
     med = {k: statistics.median(x["value"] for x in v) for k, v in raw.items()}
     ttft = {k: statistics.median(x["ttft_s"] for x in v) for k, v in raw.items() if "ttft_s" in v[0]}
     base = med.get("hf")
+    ours = [k for k in med if k not in ("bound", "hf", "hf_1t")]
     summary = {
         "decode_tok_s": med,
-        "ratio_vs_hf": {k: v / base for k, v in med.items() if base and k not in ("bound", "hf")},
+        "ratio_vs_hf": {k: med[k] / base for k in ours if base},
+        "ratio_vs_hf_1t": {k: med[k] / med["hf_1t"] for k in ours if "hf_1t" in med},
         "fraction_of_bandwidth_bound_fp32": {
-            k: med[k] / med["bound"] for k in ("hf", "soft", "top1") if k in med and "bound" in med
+            k: med[k] / med["bound"] for k in ("hf", "hf_1t", "soft", "top1") if k in med and "bound" in med
         },
         "fraction_of_bandwidth_bound_bf16": {
             k: med[k] / statistics.median(x["bound_tok_s_bf16"] for x in raw["bound"])

@@ -206,6 +206,30 @@ def test_the_decode_layout_changes_strides_not_results(engine):
         decode_layout(model, "rows")
 
 
+def test_small_batches_decode_on_one_thread_when_openmp_workers_sleep(engine, monkeypatch):
+    from qwythos.inference.engine import small_batch_threads, torch_threads
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert small_batch_threads("auto") == 1
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert small_batch_threads("auto") == 0 and small_batch_threads(3) == 3
+    with pytest.raises(ValueError, match="decode threads -1"):
+        small_batch_threads(-1)
+    before = torch.get_num_threads()
+    seen = []
+    with torch_threads(1):
+        seen.append(torch.get_num_threads())
+    assert seen == [1] and torch.get_num_threads() == before
+    reqs = [Request(p, SamplingParams(max_new_tokens=5, ignore_eos=True)) for p in prompts(engine)[:2]]
+    ref, orig = engine.generate(reqs), engine.decode_threads
+    engine.decode_threads = 1 if orig == 0 else 0
+    try:  # the same tokens with the other setting; the caller's thread count is back afterwards
+        assert [c.token_ids for c in engine.generate(reqs)] == [c.token_ids for c in ref]
+        assert torch.get_num_threads() == before
+    finally:
+        engine.decode_threads = orig
+
+
 def test_logprobs_match_a_full_forward(engine):
     p = prompts(engine)[1]
     q = SamplingParams(max_new_tokens=4, ignore_eos=True, logprobs=3, prompt_logprobs=2)

@@ -9,7 +9,9 @@ a queue of live requests (the server). Every generated token carries its per-lay
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -237,15 +239,16 @@ class DecodeBatch:
         ids = torch.tensor([[w.context[-1]] for w in self.rows])
         pos = torch.tensor([[w.position] for w in self.rows])
         self.cache.reserve(1, torch.ones(B, 1, dtype=torch.bool))
-        out = self.engine.model(
-            ids,
-            position_ids=pos,
-            key_valid=self.cache.key_valid(1),
-            cache=self.cache,
-            routing=self._routing(self.bias),
-            last_only=True,
-            trace=self.trace,
-        )
+        with torch_threads(self.engine.decode_threads if B <= Engine.SMALL_BATCH else 0):
+            out = self.engine.model(
+                ids,
+                position_ids=pos,
+                key_valid=self.cache.key_valid(1),
+                cache=self.cache,
+                routing=self._routing(self.bias),
+                last_only=True,
+                trace=self.trace,
+            )
         logits = out.logits[:, -1].float()
         gates = None if out.gates is None else out.gates[:, -1]
         for b, w in enumerate(self.rows):
@@ -349,10 +352,45 @@ def decode_layout(model: nn.Module, layout: str = "auto") -> str:
     return layout
 
 
+def small_batch_threads(threads: int | str = "auto") -> int:
+    """Torch threads for decode steps of a few rows (0 = torch's setting). 'auto': one thread when OpenMP
+    workers sleep between kernels (OMP_WAIT_POLICY=PASSIVE, the CLI's default): a decode step is a couple of
+    thousand small kernels and waking a sleeping worker for each costs more than the second core gives."""
+    if threads == "auto":
+        return 1 if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else 0
+    if not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"decode threads {threads!r}: use 'auto', 0 (torch's setting) or a count >= 1")
+    return threads
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with n torch threads (0: leave them), then restore."""
+    before = torch.get_num_threads()
+    if n == 0 or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class Engine:
-    def __init__(self, model: PathwayLM, tokenizer, mode: str = "soft", layout: str = "auto"):
+    SMALL_BATCH = 2  # rows up to which a decode step runs on ``decode_threads``
+
+    def __init__(
+        self,
+        model: PathwayLM,
+        tokenizer,
+        mode: str = "soft",
+        layout: str = "auto",
+        decode_threads: int | str = "auto",
+    ):
         self.model, self.tokenizer, self.default_mode = model.eval(), tokenizer, mode
         self.layout = decode_layout(model, layout)
+        self.decode_threads = small_batch_threads(decode_threads)
         self.eos = eos_ids(model, tokenizer)
         self.max_len = model.config.arch.max_position_embeddings
         self.vocab_size = model.config.arch.vocab_size
