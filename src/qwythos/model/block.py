@@ -70,7 +70,7 @@ class Router(nn.Module):
 def _by_choice(n: int, choice: torch.Tensor, fn) -> torch.Tensor:
     """Apply ``fn(rows, p)`` to the rows (of n) that chose pathway p, for each chosen p; (n, H) out."""
     first = int(choice[0])
-    if bool((choice == first).all()):  # the common case in decoding: no gather/scatter
+    if n == 1 or bool((choice == first).all()):  # the common case in decoding: no gather/scatter
         return fn(slice(None), first)
     out = None
     for p in choice.unique().tolist():
