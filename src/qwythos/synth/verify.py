@@ -14,6 +14,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from tqdm import tqdm
+
 from ..eval.metrics import distinct_n, gsm_answer, normalise_number, repetition_rate
 from .config import ScoreConfig
 
@@ -204,8 +206,9 @@ class CoherenceScorer:
             seqs.append((prompt, response))
         out = [0.0] * len(items)
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
+        starts = range(0, len(order), self.batch_size)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
+            for start in tqdm(starts, desc="coherence", unit="batch", mininterval=5, disable=len(starts) < 8):
                 chunk = order[start : start + self.batch_size]
                 T = max(len(seqs[i][0]) + len(seqs[i][1]) for i in chunk)
                 ids = torch.zeros(len(chunk), T, dtype=torch.long)  # right padding: causal, so harmless
