@@ -4,7 +4,8 @@
 
 1. `qwythos synth --config configs/synth-seed.yaml --out runs/synth-seed` (resumable: the SQLite request
    cache pays only for what is missing, so rerun after an interruption);
-2. `qwythos curate --config configs/curate-seed.yaml` on its records into runs/synth-seed-curated;
+   `--reuse-synth` skips this step and uses the finished run as it is;
+2. `qwythos curate --config configs/curate-seed.yaml` on its records into runs/synth-seed-curated (rebuilt);
 3. the curated records, in order, into data/seed/seed.jsonl.gz (gzip mtime 0: same records, same bytes), and
    CARD.md from the synth report and the curation manifest.
 """
@@ -15,6 +16,7 @@ import argparse
 import gzip
 import json
 import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -32,13 +34,25 @@ REPO = HERE.parent.parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--synth-out", type=Path, default=REPO / "runs" / "synth-seed")
+    ap.add_argument(
+        "--reuse-synth",
+        action="store_true",
+        help="curate and write the finished synth run in --synth-out as it is (no generation, no scoring)",
+    )
     ap.add_argument("overrides", nargs="*", help="synth config overrides")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    run = synth(out=a.synth_out, config=REPO / "configs" / "synth-seed.yaml", overrides=a.overrides).parent
+    if a.reuse_synth:
+        if not (a.synth_out / "report.json").is_file():
+            raise SystemExit(f"--reuse-synth: {a.synth_out} holds no finished synth run (no report.json)")
+        run = a.synth_out
+    else:
+        config = REPO / "configs" / "synth-seed.yaml"
+        run = synth(out=a.synth_out, config=config, overrides=a.overrides).parent
     records_file = next(run.glob("records.jsonl*"))
     curated_out = a.synth_out.with_name(a.synth_out.name + "-curated")
+    shutil.rmtree(curated_out, ignore_errors=True)  # derived from this synth run: always rebuilt
     curated = curate(inputs=[records_file], out=curated_out, config=REPO / "configs" / "curate-seed.yaml")
     records = [r.to_dict() for r in read_dataset(curated)]
     data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records).encode()
@@ -92,7 +106,7 @@ def card(report: dict, manifest: dict, records: list[dict], teacher: dict, overr
         "## Weaknesses",
         "- A 135M teacher writes simple, often generic prose; the checks (length, repetition, distinct",
         "  bigrams, the required word, refusals, coherence under the teacher) drop the worst, not the bland.",
-        "- It is what one shared CPU core generates in about an hour. It exists so the quickstart trains a",
+        "- It is what one shared CPU core generates in about 75 minutes. It exists so the quickstart trains a",
         "  narrative pathway on model-written text with no download; for a real model,",
         "  regenerate it with a stronger teacher through an OpenAI-compatible endpoint",
         "  (`teacher.base_url=... teacher.model=...`) and larger `tasks.*` counts.",

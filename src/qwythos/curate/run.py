@@ -108,8 +108,15 @@ def _prepare_out(out: Path, chash: str) -> Path | None:
     work = out / ".work"
     manifest = out / "manifest.json"
     if manifest.is_file():
-        if json.loads(manifest.read_text()).get("config_hash") == chash and not work.exists():
-            return None
+        done = json.loads(manifest.read_text())
+        if done.get("config_hash") == chash and not work.exists():
+            changed = [f["path"] for f in done["inputs"] if _changed(f)]
+            if not changed:
+                return None
+            raise FileExistsError(
+                f"--out {out} holds a dataset built from earlier contents of {', '.join(changed)}; choose a "
+                "new folder or delete it"
+            )
         raise FileExistsError(f"--out {out} holds a finished dataset; choose a new folder or delete it")
     stamp = work / "run.json"
     if stamp.is_file():
@@ -123,6 +130,13 @@ def _prepare_out(out: Path, chash: str) -> Path | None:
     work.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"config_hash": chash}))
     return work
+
+
+def _changed(recorded: dict) -> bool:
+    """An input file of a finished run whose contents differ now (generated inputs, gone with the work
+    folder, are fixed by the config)."""
+    path = Path(recorded["path"])
+    return path.is_file() and sha256_file(path) != recorded["sha256"]
 
 
 def materialise(inp: InputConfig, work: Path) -> Path:

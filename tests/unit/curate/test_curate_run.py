@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -110,6 +111,15 @@ def test_curate_end_to_end(tmp_path, inputs):
     assert (out / "manifest.json").stat().st_mtime_ns == mtime
     with pytest.raises(FileExistsError, match="finished dataset"):
         curate(inputs=files, out=out, overrides=FAST)
+    # same config, an input rewritten since: never the stale dataset
+    files[0].write_text(files[0].read_text() + files[0].read_text().splitlines()[1] + "\n")
+    with pytest.raises(FileExistsError, match=re.escape(f"earlier contents of {files[0]}")):
+        curate(
+            inputs=files,
+            out=out,
+            decontaminate=[evals],
+            overrides=FAST + ["select.budgets.reasoning.samples=20", "curriculum.order=easy_to_hard"],
+        )
 
 
 def test_dedup_against_an_existing_core(tmp_path, inputs):
