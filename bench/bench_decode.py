@@ -8,6 +8,7 @@
   soft_2t, top1_2t  the same with every torch thread in bs1 decode steps (the engine's default under
              OMP_WAIT_POLICY=PASSIVE decodes a row or two on one thread)
   hf_1t      `generate` on one torch thread: the baseline on the engine's footing
+  mixtral_soft, mixtral_top1  the engine on the same model exported to Mixtral (dense experts, no LoRA)
   soft_bf16, top1_bf16  the same with bf16 weights (`--dtype bfloat16`)
   xlora      peft X-LoRA on the same base with two LoRA r16 adapters (its generate runs without a KV cache)
   batch8     our engine, 8 requests decoded together: aggregate tok/s
@@ -73,13 +74,19 @@ def ours(kind: str, tokens: int) -> dict:
     from qwythos.model.block import Routing
 
     model, folder = pathway_model("bfloat16" if kind.endswith("bf16") else "float32")
+    if kind.startswith("mixtral"):  # the same model exported: every pathway a dense expert, no LoRA to apply
+        from qwythos.model.formats import export_mixtral, load_mixtral
+
+        out = export_mixtral(model, Path(tempfile.mkdtemp()) / "mixtral", folder, mode="top1")
+        model, _ = load_mixtral(out)
+        folder = out
     engine = Engine(
         model,
         load_tokenizer(folder),
         layout="standard" if kind.endswith("_std") else "auto",
         decode_threads=0 if kind.endswith("_2t") else "auto",
     )
-    routing = Routing("top1" if kind.startswith("top1") else "soft")
+    routing = Routing("top1" if kind.startswith(("top1", "mixtral_top1")) else "soft")
     rows = 8 if kind == "batch8" else 1
     prompts = [[t + 7 * r for t in PROMPT] for r in range(rows)]
 
