@@ -5,8 +5,8 @@
   hf         transformers `generate` (greedy, KV cache) on the dense base: the baseline
   soft/top1  our engine (Engine.generate) on the pathway model, LoRA r16 non-zero and a random router
   soft_std   the same with nn.Linear's weight layout (the engine stores fp32 weights transposed on CPU)
-  soft_2t, top1_2t  the same with every torch thread in bs1 decode steps (the engine's default under
-             OMP_WAIT_POLICY=PASSIVE decodes a row or two on one thread)
+  soft_2t, top1_2t  the same with every torch thread in decode steps (the engine's default under
+             OMP_WAIT_POLICY=PASSIVE decodes on one thread)
   hf_1t      `generate` on one torch thread: the baseline on the engine's footing
   mixtral_soft, mixtral_top1  the engine on the same model exported to Mixtral (dense experts, no LoRA)
   soft_bf16, top1_bf16  the same with bf16 weights (`--dtype bfloat16`)

@@ -206,15 +206,15 @@ def test_the_decode_layout_changes_strides_not_results(engine):
         decode_layout(model, "rows")
 
 
-def test_small_batches_decode_on_one_thread_when_openmp_workers_sleep(engine, monkeypatch):
-    from qwythos.inference.engine import small_batch_threads, torch_threads
+def test_decode_steps_run_on_one_thread_when_openmp_workers_sleep(engine, monkeypatch):
+    from qwythos.inference.engine import decode_step_threads, torch_threads
 
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
-    assert small_batch_threads("auto") == 1
+    assert decode_step_threads("auto") == 1
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert small_batch_threads("auto") == 0 and small_batch_threads(3) == 3
+    assert decode_step_threads("auto") == 0 and decode_step_threads(3) == 3
     with pytest.raises(ValueError, match="decode threads -1"):
-        small_batch_threads(-1)
+        decode_step_threads(-1)
     before = torch.get_num_threads()
     seen = []
     with torch_threads(1):

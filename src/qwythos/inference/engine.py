@@ -239,7 +239,7 @@ class DecodeBatch:
         ids = torch.tensor([[w.context[-1]] for w in self.rows])
         pos = torch.tensor([[w.position] for w in self.rows])
         self.cache.reserve(1, torch.ones(B, 1, dtype=torch.bool))
-        with torch_threads(self.engine.decode_threads if B <= Engine.SMALL_BATCH else 0):
+        with torch_threads(self.engine.decode_threads):
             out = self.engine.model(
                 ids,
                 position_ids=pos,
@@ -352,10 +352,11 @@ def decode_layout(model: nn.Module, layout: str = "auto") -> str:
     return layout
 
 
-def small_batch_threads(threads: int | str = "auto") -> int:
-    """Torch threads for decode steps of a few rows (0 = torch's setting). 'auto': one thread when OpenMP
-    workers sleep between kernels (OMP_WAIT_POLICY=PASSIVE, the CLI's default): a decode step is a couple of
-    thousand small kernels and waking a sleeping worker for each costs more than the second core gives."""
+def decode_step_threads(threads: int | str = "auto") -> int:
+    """Torch threads for decode steps (0 = torch's setting; prefill always keeps it). 'auto': one thread when
+    OpenMP workers sleep between kernels (OMP_WAIT_POLICY=PASSIVE, the CLI's default): a decode step is a
+    couple of thousand small kernels and waking a sleeping worker for each costs more than the second core
+    gives (measured on 2 cores, 1 to 32 rows: bench/bench_decode.py soft vs soft_2t)."""
     if threads == "auto":
         return 1 if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else 0
     if not isinstance(threads, int) or threads < 0:
@@ -378,8 +379,6 @@ def torch_threads(n: int):
 
 
 class Engine:
-    SMALL_BATCH = 2  # rows up to which a decode step runs on ``decode_threads``
-
     def __init__(
         self,
         model: PathwayLM,
@@ -390,7 +389,7 @@ class Engine:
     ):
         self.model, self.tokenizer, self.default_mode = model.eval(), tokenizer, mode
         self.layout = decode_layout(model, layout)
-        self.decode_threads = small_batch_threads(decode_threads)
+        self.decode_threads = decode_step_threads(decode_threads)
         self.eos = eos_ids(model, tokenizer)
         self.max_len = model.config.arch.max_position_embeddings
         self.vocab_size = model.config.arch.vocab_size
