@@ -62,6 +62,7 @@ def naive_block(block: PathwayBlock, x: torch.Tensor, routing: Routing) -> torch
     return out
 
 
+@pytest.mark.parametrize("T", [5, 9])  # 10 tokens (the decoding branch of LoRAPathways._soft) and 18
 @pytest.mark.parametrize("P", [2, 3])
 @pytest.mark.parametrize(
     "routing",
@@ -73,7 +74,7 @@ def naive_block(block: PathwayBlock, x: torch.Tensor, routing: Routing) -> torch
         Routing(temperature=0.5),
     ],
 )
-def test_vectorised_block_equals_naive_loop(P, routing):
+def test_vectorised_block_equals_naive_loop(P, routing, T):
     torch.manual_seed(0)
     if routing.gear_bias is not None:
         routing = Routing(gear_bias=routing.gear_bias[:P])
@@ -82,7 +83,7 @@ def test_vectorised_block_equals_naive_loop(P, routing):
     with torch.no_grad():
         for prm in block.parameters():
             prm.copy_(torch.randn_like(prm) * 0.3)
-    x = torch.randn(2, 5, H)
+    x = torch.randn(2, T, H)
     with torch.no_grad():
         y, _, _ = block(x, routing)
     torch.testing.assert_close(y, naive_block(block, x, routing), atol=1e-5, rtol=1e-5)
