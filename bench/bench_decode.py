@@ -108,11 +108,9 @@ def hf_model():
     return AutoModelForCausalLM.from_pretrained(resolve_base(None), dtype="float32").eval()
 
 
-def hf(tokens: int, threads: int = 0) -> dict:
+def hf(tokens: int) -> dict:
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
     model = hf_model()
     ids = torch.tensor([PROMPT])
 
@@ -178,13 +176,14 @@ def bound() -> dict:
 def child(kind: str, tokens: int, threads: int) -> None:
     import torch
 
+    threads = 1 if kind == "hf_1t" else threads
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     if kind == "bound":
         res = bound()
     elif kind in ("hf", "hf_1t"):
-        res = hf(tokens, 1 if kind == "hf_1t" else 0)
+        res = hf(tokens)
     elif kind == "xlora":
         res = xlora(tokens)
     else:

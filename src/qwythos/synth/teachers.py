@@ -110,7 +110,7 @@ class LocalTeacher:
                 todo.append(i)
         # similar budgets and lengths decode together: less padding; finished rows are refilled at once
         order = sorted(todo, key=lambda i: (requests[i].max_tokens, len(encoded[i])))
-        batch = [
+        ordered = [
             Request(
                 encoded[i],
                 SamplingParams(
@@ -124,7 +124,7 @@ class LocalTeacher:
             )
             for i in order
         ]
-        for k, c in self.engine.stream(batch, self.routing, trace=False, max_batch=self.batch_size):
+        for k, c in self.engine.stream(ordered, self.routing, trace=False, max_batch=self.batch_size):
             yield order[k], Reply(c.text.strip(), c.finish_reason, c.prompt_tokens, len(c.token_ids))
 
 
