@@ -19,6 +19,7 @@ from torch import nn
 
 from ..model.block import Routing
 from ..model.transformer import PathwayLM
+from . import native
 from .kv import BatchCache
 from .sampling import SamplingParams, make_generator, sample_token, top_logprobs
 
@@ -239,16 +240,20 @@ class DecodeBatch:
         ids = torch.tensor([[w.context[-1]] for w in self.rows])
         pos = torch.tensor([[w.position] for w in self.rows])
         self.cache.reserve(1, torch.ones(B, 1, dtype=torch.bool))
+        routing, native = self._routing(self.bias), self.engine.native
         with torch_threads(self.engine.decode_threads):
-            out = self.engine.model(
-                ids,
-                position_ids=pos,
-                key_valid=self.cache.key_valid(1),
-                cache=self.cache,
-                routing=self._routing(self.bias),
-                last_only=True,
-                trace=self.trace,
-            )
+            if native is not None:
+                out = native.step(ids, pos, self.cache, routing, self.trace)
+            else:
+                out = self.engine.model(
+                    ids,
+                    position_ids=pos,
+                    key_valid=self.cache.key_valid(1),
+                    cache=self.cache,
+                    routing=routing,
+                    last_only=True,
+                    trace=self.trace,
+                )
         logits = out.logits[:, -1].float()
         gates = None if out.gates is None else out.gates[:, -1]
         for b, w in enumerate(self.rows):
@@ -386,10 +391,12 @@ class Engine:
         mode: str = "soft",
         layout: str = "auto",
         decode_threads: int | str = "auto",
+        decode_kernel: str = "auto",
     ):
         self.model, self.tokenizer, self.default_mode = model.eval(), tokenizer, mode
         self.layout = decode_layout(model, layout)
         self.decode_threads = decode_step_threads(decode_threads)
+        self.native = native.decoder(model, decode_kernel)  # None: decode steps run the model's forward
         self.eos = eos_ids(model, tokenizer)
         self.max_len = model.config.arch.max_position_embeddings
         self.vocab_size = model.config.arch.vocab_size

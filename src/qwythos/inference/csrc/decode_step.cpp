@@ -1,0 +1,279 @@
+// One decode step of a pathway model (fp32, CPU): B rows, one new token each, every layer, the logits.
+//
+// The reference is PathwayLM.forward (model/transformer.py, model/block.py); this computes the same
+// function for T = 1 with a KV cache. Decoding one token is bound by reading the weights, so the weight
+// products stay ATen matrix products (MKL/oneDNN); everything else (norms, rotary, attention over the cache,
+// the router and gate, the LoRA deltas, SiLU) is a few plain loops here instead of ~70 small ATen kernels
+// per layer, each of which costs microseconds of dispatch from Python.
+//
+// Layer weights arrive as one flat list, kPerLayer entries per layer (see native.py's pack()):
+//   0 input norm (H)   1 qkv (Q+2K, H)   2 qkv bias or empty   3 o (H, Q)   4 o bias or empty
+//   5 post norm (H)    6 router (P, H)
+//   LoRA pathways:  7 base gate_up (2I, H)  8 base down (H, I)  9 A gate_up (P, 2, r, H)
+//                   10 B gate_up (P, 2, I, r)  11 A down (P, r, I)  12 B down (P, H, r)
+//   dense experts:  7 gate_up (P, 2I, H)    8 down (P, H, I)    9-12 empty
+// followed by three globals: embedding (V, H), final norm (H), lm_head (V, H).
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kPerLayer = 13;
+enum Mode : int64_t { kSoft = 0, kTop1 = 1, kForce = 2 };
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+// out = w * x / sqrt(mean(x^2) + eps), row by row
+void rms_norm(const at::Tensor& x, const at::Tensor& w, double eps, at::Tensor& out) {
+  const int64_t B = x.size(0), H = x.size(1);
+  const float* wp = w.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xp = x.data_ptr<float>() + b * H;
+    float* op = out.data_ptr<float>() + b * H;
+    const float r = 1.f / std::sqrt(dot(xp, xp, H) / H + static_cast<float>(eps));
+#pragma omp simd
+    for (int64_t i = 0; i < H; ++i) op[i] = wp[i] * (xp[i] * r);
+  }
+}
+
+// y (B, out) = x (B, in) @ W.T (+ bias): the weight read that decoding is bound by. W is (out, in) as
+// nn.Linear holds it; decode_layout stores fp32 weights transposed, (in, out) contiguous, and for a few rows
+// this streams that once from memory, front to back, accumulating each row's output in L1 (out in chunks of
+// kChunk/B). MKL's sgemm reads these short matrices at ~23 GB/s here, this loop at ~34 (bench_decode.py).
+constexpr int64_t kStreamRows = 8;  // at most this many rows stream; more rows are a GEMM for MKL
+constexpr int64_t kChunk = 4096;    // floats of output kept hot per pass over the rows of W
+
+at::Tensor product(const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias) {
+  const bool has_bias = bias.defined() && bias.numel() > 0;
+  const int64_t B = x.size(0), out = W.size(0), in = W.size(1);
+  if (B > kStreamRows || W.stride(0) != 1 || W.stride(1) != out || !x.is_contiguous())
+    return has_bias ? at::addmm(bias, x, W.t()) : at::mm(x, W.t());
+  at::Tensor y = has_bias ? bias.expand({B, out}).contiguous() : at::zeros({B, out}, x.options());
+  const float *Wt = W.data_ptr<float>(), *xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const int64_t chunk = kChunk / B;
+  for (int64_t o0 = 0; o0 < out; o0 += chunk) {
+    const int64_t n = std::min(chunk, out - o0);
+    for (int64_t i = 0; i < in; ++i) {
+      const float* w = Wt + i * out + o0;
+      for (int64_t b = 0; b < B; ++b) {
+        const float xi = xp[b * in + i];
+        float* yb = yp + b * out + o0;
+#pragma omp simd
+        for (int64_t o = 0; o < n; ++o) yb[o] += xi * w[o];
+      }
+    }
+  }
+  return y;
+}
+
+// x[i] = x[i] * cos[i] + rotate_half(x)[i] * sin[i] for one head of D
+inline void rope(float* x, const float* cos, const float* sin, int64_t D) {
+  const int64_t h = D / 2;
+  float tmp[512];
+  std::copy(x, x + D, tmp);
+  for (int64_t i = 0; i < h; ++i) x[i] = tmp[i] * cos[i] - tmp[i + h] * sin[i];
+  for (int64_t i = h; i < D; ++i) x[i] = tmp[i] * cos[i] + tmp[i - h] * sin[i];
+}
+
+inline float silu(float v) { return v / (1.f + std::exp(-v)); }
+
+struct Dims {
+  int64_t B, H, heads, kv_heads, D, P, slot, window;
+};
+
+// Self-attention of each row's new token over its cache slots; writes k/v into slot `slot`.
+at::Tensor attention(const at::Tensor& xn, const at::Tensor* w, at::Tensor& kc, at::Tensor& vc,
+                     const at::Tensor& valid, const at::Tensor& cos, const at::Tensor& sin, const Dims& d) {
+  const int64_t Q = d.heads * d.D, K = d.kv_heads * d.D, S = kc.size(2), rep = d.heads / d.kv_heads;
+  at::Tensor qkv = product(xn, w[1], w[2]).contiguous();  // (B, Q + 2K)
+  at::Tensor y = at::empty({d.B, Q}, xn.options());
+  const float scale = 1.f / std::sqrt(static_cast<float>(d.D));
+  const int64_t first = d.window > 0 ? std::max<int64_t>(0, d.slot - d.window + 1) : 0;
+  std::vector<float> p(d.slot + 1);
+  for (int64_t b = 0; b < d.B; ++b) {
+    float* row = qkv.data_ptr<float>() + b * (Q + 2 * K);
+    const float* c = cos.data_ptr<float>() + b * d.D;
+    const float* s = sin.data_ptr<float>() + b * d.D;
+    for (int64_t h = 0; h < d.heads + d.kv_heads; ++h) rope(row + h * d.D, c, s, d.D);  // queries and keys
+    const bool* ok = valid.data_ptr<bool>() + b * valid.size(1);
+    for (int64_t g = 0; g < d.kv_heads; ++g) {
+      float* keys = kc.data_ptr<float>() + (b * d.kv_heads + g) * S * d.D;
+      float* vals = vc.data_ptr<float>() + (b * d.kv_heads + g) * S * d.D;
+      std::copy(row + Q + g * d.D, row + Q + (g + 1) * d.D, keys + d.slot * d.D);
+      std::copy(row + Q + K + g * d.D, row + Q + K + (g + 1) * d.D, vals + d.slot * d.D);
+      for (int64_t j = 0; j < rep; ++j) {
+        const int64_t head = g * rep + j;
+        const float* q = row + head * d.D;
+        float best = -INFINITY;
+        for (int64_t t = first; t <= d.slot; ++t) {
+          p[t] = ok[t] ? dot(q, keys + t * d.D, d.D) * scale : -INFINITY;
+          best = std::max(best, p[t]);
+        }
+        float total = 0.f;
+        for (int64_t t = first; t <= d.slot; ++t) total += (p[t] = ok[t] ? std::exp(p[t] - best) : 0.f);
+        float* out = y.data_ptr<float>() + b * Q + head * d.D;
+        std::fill(out, out + d.D, 0.f);
+        for (int64_t t = first; t <= d.slot; ++t) {
+          if (!ok[t]) continue;
+          const float pt = p[t] / total;
+          const float* v = vals + t * d.D;
+#pragma omp simd
+          for (int64_t i = 0; i < d.D; ++i) out[i] += pt * v[i];
+        }
+      }
+    }
+  }
+  return product(y, w[3], w[4]);
+}
+
+// Gate weights (B, P) from router logits, and each row's chosen pathway (-1 in soft mode)
+void gate(const at::Tensor& xn, const at::Tensor& router, const c10::optional<at::Tensor>& bias, int64_t mode,
+          int64_t force, double temperature, const Dims& d, float* gates, std::vector<int64_t>& choice) {
+  for (int64_t b = 0; b < d.B; ++b) {
+    float* g = gates + b * d.P;
+    for (int64_t p = 0; p < d.P; ++p) {
+      g[p] = dot(xn.data_ptr<float>() + b * d.H, router.data_ptr<float>() + p * d.H, d.H);
+      if (bias) g[p] += bias->data_ptr<float>()[b * d.P + p];
+    }
+    if (mode == kSoft) {
+      const float best = *std::max_element(g, g + d.P);
+      float total = 0.f;
+      for (int64_t p = 0; p < d.P; ++p) total += (g[p] = std::exp((g[p] - best) / temperature));
+      for (int64_t p = 0; p < d.P; ++p) g[p] /= total;
+      choice[b] = -1;
+    } else {
+      choice[b] = mode == kForce ? force : std::max_element(g, g + d.P) - g;  // first maximum, as argmax
+      std::fill(g, g + d.P, 0.f);
+      g[choice[b]] = 1.f;
+    }
+  }
+}
+
+// Base FFN shared by all pathways plus each pathway's LoRA on gate, up and down, blended by the gates.
+at::Tensor lora_ffn(const at::Tensor& xn, const at::Tensor* w, double scale, const float* gates,
+                    const std::vector<int64_t>& choice, const Dims& d) {
+  const at::Tensor &A_gu = w[9], &B_gu = w[10], &A_d = w[11], &B_d = w[12];
+  const int64_t I = w[8].size(1), r = A_gu.size(2);
+  const float s = static_cast<float>(scale);
+  at::Tensor gu = product(xn, w[7], {}).contiguous();  // (B, 2I)
+  at::Tensor h = at::zeros({d.B, I}, xn.options());
+  std::vector<float> a(2 * r), hp(I);
+  std::vector<std::vector<float>> zs(d.B, std::vector<float>(d.P * r, 0.f));
+  for (int64_t b = 0; b < d.B; ++b) {
+    const float* x = xn.data_ptr<float>() + b * d.H;
+    const float* gate_up = gu.data_ptr<float>() + b * 2 * I;
+    float* mix = h.data_ptr<float>() + b * I;
+    for (int64_t p = 0; p < d.P; ++p) {
+      if (choice[b] >= 0 ? choice[b] != p : gates[b * d.P + p] == 0.f) continue;
+      const float gp = gates[b * d.P + p];
+      const float* Ap = A_gu.data_ptr<float>() + p * 2 * r * d.H;
+      for (int64_t k = 0; k < 2 * r; ++k) a[k] = s * dot(x, Ap + k * d.H, d.H);
+      const float* Bg = B_gu.data_ptr<float>() + p * 2 * I * r;
+      const float* Bu = Bg + I * r;
+      for (int64_t i = 0; i < I; ++i) {
+        const float g = gate_up[i] + dot(Bg + i * r, a.data(), r);
+        const float u = gate_up[I + i] + dot(Bu + i * r, a.data() + r, r);
+        hp[i] = silu(g) * u;
+        mix[i] += gp * hp[i];
+      }
+      const float* Ad = A_d.data_ptr<float>() + p * r * I;
+      for (int64_t k = 0; k < r; ++k) zs[b][p * r + k] = s * gp * dot(Ad + k * I, hp.data(), I);
+    }
+  }
+  at::Tensor y = product(h, w[8], {}).contiguous();  // (B, H)
+  for (int64_t b = 0; b < d.B; ++b) {
+    float* out = y.data_ptr<float>() + b * d.H;
+    for (int64_t p = 0; p < d.P; ++p) {
+      const float* zp = zs[b].data() + p * r;
+      if (std::all_of(zp, zp + r, [](float v) { return v == 0.f; })) continue;
+      const float* Bd = B_d.data_ptr<float>() + p * d.H * r;
+      for (int64_t j = 0; j < d.H; ++j) out[j] += dot(Bd + j * r, zp, r);
+    }
+  }
+  return y;
+}
+
+// Dense experts: soft blends every expert over all rows; top1/force runs each used expert on its rows.
+at::Tensor expert_ffn(const at::Tensor& xn, const at::Tensor* w, const at::Tensor& gates_t,
+                      const std::vector<int64_t>& choice, const Dims& d) {
+  const int64_t I = w[8].size(2);
+  const at::Tensor none;
+  auto one = [&](const at::Tensor& x, int64_t p) {
+    at::Tensor gu = product(x, w[7][p], none);
+    return product((at::silu(gu.narrow(1, 0, I)) * gu.narrow(1, I, I)).contiguous(), w[8][p], none);
+  };
+  if (choice[0] < 0) {
+    at::Tensor y = at::zeros({d.B, d.H}, xn.options());
+    for (int64_t p = 0; p < d.P; ++p) y.add_(gates_t.narrow(1, p, 1) * one(xn, p));
+    return y;
+  }
+  if (std::all_of(choice.begin(), choice.end(), [&](int64_t c) { return c == choice[0]; }))
+    return one(xn, choice[0]);
+  at::Tensor y = at::empty({d.B, d.H}, xn.options());
+  for (int64_t p = 0; p < d.P; ++p) {
+    std::vector<int64_t> rows;
+    for (int64_t b = 0; b < d.B; ++b)
+      if (choice[b] == p) rows.push_back(b);
+    if (rows.empty()) continue;
+    at::Tensor idx = at::tensor(rows, at::kLong);
+    y.index_copy_(0, idx, one(xn.index_select(0, idx), p));
+  }
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> decode_step(
+    at::TensorList weights, at::Tensor ids, at::Tensor cos, at::Tensor sin, at::Tensor k_cache,
+    at::Tensor v_cache, at::Tensor valid, int64_t slot, c10::optional<at::Tensor> gear_bias, int64_t mode,
+    int64_t force, double temperature, double scale, double eps, int64_t heads, int64_t kv_heads,
+    int64_t window, bool experts) {
+  const int64_t L = (static_cast<int64_t>(weights.size()) - 3) / kPerLayer;
+  const at::Tensor &embed = weights[L * kPerLayer], &final_norm = weights[L * kPerLayer + 1],
+                   &lm_head = weights[L * kPerLayer + 2];
+  TORCH_CHECK(embed.scalar_type() == at::kFloat, "the native decode step is fp32");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && valid.is_contiguous(),
+              "the KV cache must be contiguous");
+  TORCH_CHECK(slot < k_cache.size(3), "no free cache slot: reserve() before the step");
+  const int64_t H = embed.size(1), D = k_cache.size(4), P = weights[6].size(0);
+  const Dims d{ids.size(0), H, heads, kv_heads, D, P, slot, window};
+  TORCH_CHECK(D <= 512, "head_dim above 512");
+  at::Tensor x = embed.index_select(0, ids).contiguous();  // (B, H), the residual stream
+  at::Tensor xn = at::empty_like(x);
+  at::Tensor trace = at::empty({d.B, L, P}, x.options());
+  at::Tensor gates_t = at::empty({d.B, P}, x.options());
+  std::vector<int64_t> choice(d.B);
+  for (int64_t l = 0; l < L; ++l) {
+    const at::Tensor* w = weights.data() + l * kPerLayer;
+    at::Tensor kc = k_cache[l], vc = v_cache[l];
+    rms_norm(x, w[0], eps, xn);
+    x.add_(attention(xn, w, kc, vc, valid, cos, sin, d));
+    rms_norm(x, w[5], eps, xn);
+    float* g = gates_t.data_ptr<float>();
+    gate(xn, w[6], gear_bias, mode, force, temperature, d, g, choice);
+    for (int64_t b = 0; b < d.B; ++b) std::copy(g + b * P, g + (b + 1) * P, trace.data_ptr<float>() + (b * L + l) * P);
+    x.add_(experts ? expert_ffn(xn, w, gates_t, choice, d) : lora_ffn(xn, w, scale, g, choice, d));
+  }
+  rms_norm(x, final_norm, eps, xn);
+  return {product(xn, lm_head, {}), trace};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(qwythos, m) {
+  m.def(
+      "decode_step(Tensor[] weights, Tensor ids, Tensor cos, Tensor sin, Tensor k_cache, Tensor v_cache, "
+      "Tensor valid, int slot, Tensor? gear_bias, int mode, int force, float temperature, float scale, "
+      "float eps, int heads, int kv_heads, int window, bool experts) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(qwythos, CPU, m) { m.impl("decode_step", &decode_step); }

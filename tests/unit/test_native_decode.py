@@ -1,0 +1,104 @@
+"""The native decode step (inference/native.py) is pinned to the model's own forward: same tokens, log-probs
+and gates, for every routing mode, gear bias, padded rows, GQA, biases, sliding windows and dense experts."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from conftest import make_tiny_base, randomise
+from qwythos.inference.engine import Engine, Request, parse_routing
+from qwythos.inference.sampling import SamplingParams
+from qwythos.model.base import load_tokenizer
+from qwythos.model.block import ExpertPathways, Routing
+from qwythos.model.config import PathwayConfig
+from qwythos.model.formats import build_model, export_mixtral, load_model
+
+TEXTS = ["Once upon a time a dragon", "Tom has 3", "The knight counted the coins: twelve gold"]
+
+
+def both(model, tok, mode: str = "soft") -> tuple[Engine, Engine]:
+    native = Engine(model, tok, mode, decode_kernel="native")
+    assert native.native is not None
+    return native, Engine(model, tok, mode, decode_kernel="torch")
+
+
+def assert_same(native: Engine, torch_: Engine, texts, routing: Routing, gear=None, n: int = 6) -> list:
+    def run(engine):
+        reqs = [
+            Request(
+                engine.tokenizer.encode(t),
+                SamplingParams(max_new_tokens=n, ignore_eos=True, logprobs=3),
+                gear_bias=None if gear is None else gear[i % len(gear)],
+            )
+            for i, t in enumerate(texts)
+        ]
+        return engine.generate(reqs, routing)
+
+    got, want = run(native), run(torch_)
+    for g, w in zip(got, want, strict=True):
+        assert g.token_ids == w.token_ids
+        torch.testing.assert_close(
+            torch.tensor([lp.logprob for lp in g.logprobs]), torch.tensor([lp.logprob for lp in w.logprobs])
+        )
+        torch.testing.assert_close(g.gates, w.gates, atol=1e-5, rtol=1e-5)
+    return got
+
+
+@pytest.fixture(scope="module")
+def lora(tiny_base):
+    model, folder = build_model(tiny_base, PathwayConfig(rank=4))
+    return randomise(model, router_std=2.0), load_tokenizer(folder), folder
+
+
+@pytest.mark.parametrize("mode", ["soft", "top1", "force=narrative"])
+def test_native_step_equals_the_forward_in_every_mode(lora, mode):
+    native, ref = both(*lora[:2])
+    routing = parse_routing(mode, native.pathways)
+    done = assert_same(native, ref, TEXTS, routing, gear=[[0.0, 0.0], [2.0, -1.0], [-3.0, 0.5]])
+    if mode == "top1":  # the rows and steps chose differently: both pathways ran
+        chosen = torch.cat([c.gates.argmax(-1).flatten() for c in done])
+        assert set(chosen.tolist()) == {0, 1}
+
+
+def test_native_step_with_a_soft_temperature_and_more_rows_than_it_streams(lora):
+    native, ref = both(*lora[:2])
+    texts = [f"{TEXTS[i % 3]} {i}" for i in range(11)]  # 11 rows: the weight products go to MKL's GEMM
+    assert_same(native, ref, texts, Routing("soft", temperature=0.5), n=4)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(attention_bias=True, num_key_value_heads=4),  # biases on q/k/v/o, no GQA
+        dict(model_type="mistral", sliding_window=5),  # keys older than the window are masked
+    ],
+)
+def test_native_step_with_biases_and_sliding_windows(tmp_path, overrides):
+    base = make_tiny_base(tmp_path / "base", seed=3, **overrides)
+    model, folder = build_model(base, PathwayConfig(rank=4))
+    native, ref = both(randomise(model, seed=2), load_tokenizer(folder))
+    assert_same(native, ref, TEXTS, Routing("soft"), n=10)
+
+
+@pytest.mark.parametrize("mode", ["soft", "top1"])
+def test_native_step_on_an_exported_mixtral(tmp_path, lora, mode):
+    model, _, folder = lora
+    mx, tok, _ = load_model(export_mixtral(model, tmp_path / "mx", tokenizer_src=folder, mode=mode))
+    assert isinstance(mx.layers[0].mlp.pathways, ExpertPathways)
+    native, ref = both(mx, tok, mode)
+    done = assert_same(native, ref, TEXTS, parse_routing(mode, native.pathways))
+    if mode == "top1":  # rows of one step chose different experts
+        assert set(torch.cat([c.gates.argmax(-1).flatten() for c in done]).tolist()) == {0, 1}
+
+
+def test_native_step_is_for_fp32_and_auto_falls_back(lora):
+    model, tok, _ = lora
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    with pytest.raises(RuntimeError, match="fp32 on CPU"):
+        Engine(bf16, tok, decode_kernel="native")
+    assert Engine(bf16, tok, decode_kernel="auto").native is None
+    with pytest.raises(ValueError, match="decode kernel"):
+        Engine(model, tok, decode_kernel="fast")
