@@ -1,9 +1,12 @@
 """Issue 7's engine figures, all in one run on the real SmolLM2-135M base (fp32 unless noted):
 
   bound      the memory-bandwidth bound for bs1 decode: weight bytes read per token / throughput of a large
-             torch.mv (fp32 and bf16), measured here
+             torch.mv (fp32 and bf16), measured here; also the throughput of the native step's own weight
+             stream on the same matrix (a stricter bound when it reads faster than torch.mv)
   hf         transformers `generate` (greedy, KV cache) on the dense base: the baseline
-  soft/top1  our engine (Engine.generate) on the pathway model, LoRA r16 non-zero and a random router
+  soft/top1  our engine (Engine.generate) on the pathway model, LoRA r16 non-zero and a random router;
+             fp32 decode steps run the native step (inference/native.py)
+  soft_torch, top1_torch  the same with decode steps through the model's PyTorch forward
   soft_std   the same with nn.Linear's weight layout (the engine stores fp32 weights transposed on CPU)
   soft_2t, top1_2t  the same with every torch thread in decode steps (the engine's default under
              OMP_WAIT_POLICY=PASSIVE decodes on one thread)
@@ -33,6 +36,7 @@ import time
 from pathlib import Path
 
 RANK, PROMPT = 16, list(range(1000, 1032))
+FP32 = ("hf", "hf_1t", "soft", "top1", "soft_torch", "top1_torch")
 
 
 def median_time(fn, reps: int) -> float:
@@ -85,6 +89,7 @@ def ours(kind: str, tokens: int) -> dict:
         load_tokenizer(folder),
         layout="standard" if kind.endswith("_std") else "auto",
         decode_threads=0 if kind.endswith("_2t") else "auto",
+        decode_kernel="torch" if kind.endswith("_torch") else "auto",
     )
     routing = Routing("top1" if kind.startswith(("top1", "mixtral_top1")) else "soft")
     rows = 8 if kind == "batch8" else 1
@@ -165,11 +170,19 @@ def bound() -> dict:
         torch.mv(W, x)
         t = median_time(lambda W=W, x=x: torch.mv(W, x), 7)
         out[f"gbps_{name}"] = W.numel() * W.element_size() / t / 1e9
+    from qwythos.inference import native
+
+    if native.build() is None:  # the native step's weight stream, on the same matrix in the decode layout
+        W, x = W.float().t().contiguous().t(), torch.randn(1, 8192)
+        t = median_time(lambda: torch.ops.qwythos.stream_product(x, W), 7)
+        out["gbps_stream_fp32"] = W.numel() * 4 / t / 1e9
     model = hf_model()
     n_params = sum(p.numel() for p in model.parameters())  # tied embeddings counted once (the lm_head read)
     out["weight_bytes_fp32"] = n_params * 4
     out["value"] = out["gbps_fp32"] * 1e9 / out["weight_bytes_fp32"]  # tok/s bound, fp32
     out["bound_tok_s_bf16"] = out["gbps_bf16"] * 1e9 / (n_params * 2)
+    if "gbps_stream_fp32" in out:
+        out["bound_tok_s_stream_fp32"] = out["gbps_stream_fp32"] * 1e9 / out["weight_bytes_fp32"]
     return out
 
 
@@ -195,7 +208,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tokens", type=int, default=33)
-    p.add_argument("--kinds", default="bound,hf,soft,top1,soft_bf16,top1_bf16,batch8,xlora")
+    p.add_argument(
+        "--kinds", default="bound,hf,soft,top1,soft_torch,top1_torch,soft_bf16,top1_bf16,batch8,xlora"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads in every child (0 = default)")
     p.add_argument("--out", type=Path, default=Path("bench/results/decode.json"))
     p.add_argument("--child", default=None)
@@ -229,7 +244,12 @@ def main() -> None:
         "ratio_vs_hf": {k: med[k] / base for k in ours if base},
         "ratio_vs_hf_1t": {k: med[k] / med["hf_1t"] for k in ours if "hf_1t" in med},
         "fraction_of_bandwidth_bound_fp32": {
-            k: med[k] / med["bound"] for k in ("hf", "hf_1t", "soft", "top1") if k in med and "bound" in med
+            k: med[k] / med["bound"] for k in FP32 if k in med and "bound" in med
+        },
+        "fraction_of_stream_bound_fp32": {
+            k: med[k] / statistics.median(x["bound_tok_s_stream_fp32"] for x in raw["bound"])
+            for k in FP32
+            if k in med and "bound" in raw and "bound_tok_s_stream_fp32" in raw["bound"][0]
         },
         "fraction_of_bandwidth_bound_bf16": {
             k: med[k] / statistics.median(x["bound_tok_s_bf16"] for x in raw["bound"])

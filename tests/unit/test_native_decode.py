@@ -102,3 +102,17 @@ def test_native_step_is_for_fp32_and_auto_falls_back(lora):
     assert Engine(bf16, tok, decode_kernel="auto").native is None
     with pytest.raises(ValueError, match="decode kernel"):
         Engine(model, tok, decode_kernel="fast")
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 9])
+@pytest.mark.parametrize("transposed", [True, False])
+def test_the_streamed_weight_product_equals_a_matrix_product(rows, transposed):
+    from qwythos.inference import native
+
+    assert native.build() is None
+    g = torch.Generator().manual_seed(rows)
+    W = torch.randn(5001, 70, generator=g)  # more outputs than one chunk, not a multiple of it
+    if transposed:  # the decode layout: (in, out) contiguous, streamed; nn.Linear's layout goes to MKL
+        W = W.t().contiguous().t()
+    x = torch.randn(rows, 70, generator=g)
+    torch.testing.assert_close(torch.ops.qwythos.stream_product(x, W), x @ W.t(), rtol=1e-5, atol=1e-4)

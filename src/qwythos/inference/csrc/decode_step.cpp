@@ -48,10 +48,34 @@ void rms_norm(const at::Tensor& x, const at::Tensor& w, double eps, at::Tensor& 
 
 // y (B, out) = x (B, in) @ W.T (+ bias): the weight read that decoding is bound by. W is (out, in) as
 // nn.Linear holds it; decode_layout stores fp32 weights transposed, (in, out) contiguous, and for a few rows
-// this streams that once from memory, front to back, accumulating each row's output in L1 (out in chunks of
-// kChunk/B). MKL's sgemm reads these short matrices at ~23 GB/s here, this loop at ~34 (bench_decode.py).
+// this streams it from memory front to back, four rows of W at a time, into each row's outputs held in L1/L2
+// (kChunk/B outputs per pass over W). Here MKL's sgemm reads SmolLM2's matrices at 19-29 GB/s for one row,
+// 9-15 for 2-8 rows; this loop at 31-41 and 13-31 (measured per shape; bench_decode.py measures the model).
 constexpr int64_t kStreamRows = 8;  // at most this many rows stream; more rows are a GEMM for MKL
-constexpr int64_t kChunk = 4096;    // floats of output kept hot per pass over the rows of W
+constexpr int64_t kChunk = 16384;   // floats of output (over all rows) accumulated per pass over W
+
+inline void stream_rows(const float* Wt, const float* x, float* y, int64_t B, int64_t in, int64_t out,
+                        int64_t o0, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= in; i += 4) {
+    const float *w0 = Wt + i * out + o0, *w1 = w0 + out, *w2 = w1 + out, *w3 = w2 + out;
+    for (int64_t b = 0; b < B; ++b) {
+      const float *xb = x + b * in + i, x0 = xb[0], x1 = xb[1], x2 = xb[2], x3 = xb[3];
+      float* yb = y + b * out + o0;
+#pragma omp simd
+      for (int64_t o = 0; o < n; ++o) yb[o] += x0 * w0[o] + x1 * w1[o] + x2 * w2[o] + x3 * w3[o];
+    }
+  }
+  for (; i < in; ++i) {
+    const float* w = Wt + i * out + o0;
+    for (int64_t b = 0; b < B; ++b) {
+      const float xi = x[b * in + i];
+      float* yb = y + b * out + o0;
+#pragma omp simd
+      for (int64_t o = 0; o < n; ++o) yb[o] += xi * w[o];
+    }
+  }
+}
 
 at::Tensor product(const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias) {
   const bool has_bias = bias.defined() && bias.numel() > 0;
@@ -59,21 +83,10 @@ at::Tensor product(const at::Tensor& x, const at::Tensor& W, const at::Tensor& b
   if (B > kStreamRows || W.stride(0) != 1 || W.stride(1) != out || !x.is_contiguous())
     return has_bias ? at::addmm(bias, x, W.t()) : at::mm(x, W.t());
   at::Tensor y = has_bias ? bias.expand({B, out}).contiguous() : at::zeros({B, out}, x.options());
-  const float *Wt = W.data_ptr<float>(), *xp = x.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
   const int64_t chunk = kChunk / B;
-  for (int64_t o0 = 0; o0 < out; o0 += chunk) {
-    const int64_t n = std::min(chunk, out - o0);
-    for (int64_t i = 0; i < in; ++i) {
-      const float* w = Wt + i * out + o0;
-      for (int64_t b = 0; b < B; ++b) {
-        const float xi = xp[b * in + i];
-        float* yb = yp + b * out + o0;
-#pragma omp simd
-        for (int64_t o = 0; o < n; ++o) yb[o] += xi * w[o];
-      }
-    }
-  }
+  for (int64_t o0 = 0; o0 < out; o0 += chunk)
+    stream_rows(W.data_ptr<float>(), x.data_ptr<float>(), y.data_ptr<float>(), B, in, out, o0,
+                std::min(chunk, out - o0));
   return y;
 }
 
@@ -260,7 +273,8 @@ std::tuple<at::Tensor, at::Tensor> decode_step(
     rms_norm(x, w[5], eps, xn);
     float* g = gates_t.data_ptr<float>();
     gate(xn, w[6], gear_bias, mode, force, temperature, d, g, choice);
-    for (int64_t b = 0; b < d.B; ++b) std::copy(g + b * P, g + (b + 1) * P, trace.data_ptr<float>() + (b * L + l) * P);
+    for (int64_t b = 0; b < d.B; ++b)
+      std::copy(g + b * P, g + (b + 1) * P, trace.data_ptr<float>() + (b * L + l) * P);
     x.add_(experts ? expert_ffn(xn, w, gates_t, choice, d) : lora_ffn(xn, w, scale, g, choice, d));
   }
   rms_norm(x, final_norm, eps, xn);
@@ -274,6 +288,10 @@ TORCH_LIBRARY(qwythos, m) {
       "decode_step(Tensor[] weights, Tensor ids, Tensor cos, Tensor sin, Tensor k_cache, Tensor v_cache, "
       "Tensor valid, int slot, Tensor? gear_bias, int mode, int force, float temperature, float scale, "
       "float eps, int heads, int kv_heads, int window, bool experts) -> (Tensor, Tensor)");
+  m.def("stream_product(Tensor x, Tensor W) -> Tensor");  // x @ W.T, as the step reads weights
 }
 
-TORCH_LIBRARY_IMPL(qwythos, CPU, m) { m.impl("decode_step", &decode_step); }
+TORCH_LIBRARY_IMPL(qwythos, CPU, m) {
+  m.impl("decode_step", &decode_step);
+  m.impl("stream_product", [](const at::Tensor& x, const at::Tensor& W) { return product(x, W, {}); });
+}
