@@ -43,7 +43,7 @@ def assert_same(native: Engine, torch_: Engine, texts, routing: Routing, gear=No
         torch.testing.assert_close(
             torch.tensor([lp.logprob for lp in g.logprobs]), torch.tensor([lp.logprob for lp in w.logprobs])
         )
-        torch.testing.assert_close(g.gates, w.gates, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(g.gates, w.gates, atol=1e-4, rtol=1e-4)  # sums in another order
     return got
 
 
