@@ -92,7 +92,7 @@ def ours(kind: str, tokens: int) -> dict:
         decode_kernel="torch" if kind.endswith("_torch") else "auto",
     )
     routing = Routing("top1" if kind.startswith(("top1", "mixtral_top1")) else "soft")
-    rows = 8 if kind == "batch8" else 1
+    rows = 8 if kind.startswith("batch8") else 1
     prompts = [[t + 7 * r for t in PROMPT] for r in range(rows)]
 
     def run(n: int) -> None:

@@ -99,8 +99,6 @@ inline void rope(float* x, const float* cos, const float* sin, int64_t D) {
   for (int64_t i = h; i < D; ++i) x[i] = tmp[i] * cos[i] + tmp[i - h] * sin[i];
 }
 
-inline float silu(float v) { return v / (1.f + std::exp(-v)); }
-
 struct Dims {
   int64_t B, H, heads, kv_heads, D, P, slot, window;
 };
@@ -173,44 +171,69 @@ void gate(const at::Tensor& xn, const at::Tensor& router, const c10::optional<at
   }
 }
 
-// Base FFN shared by all pathways plus each pathway's LoRA on gate, up and down, blended by the gates.
+// Base FFN shared by all pathways plus each pathway's LoRA on gate, up and down, blended by the gates;
+// one pathway at a time over the rows that use it. The rank-r products are short loops for a few rows and
+// small GEMMs for more (kLoraGemmRows); SiLU is ATen's vectorised kernel.
+constexpr int64_t kLoraGemmRows = 4;
+
 at::Tensor lora_ffn(const at::Tensor& xn, const at::Tensor* w, double scale, const float* gates,
                     const std::vector<int64_t>& choice, const Dims& d) {
   const at::Tensor &A_gu = w[9], &B_gu = w[10], &A_d = w[11], &B_d = w[12];
-  const int64_t I = w[8].size(1), r = A_gu.size(2);
+  const int64_t I = w[8].size(1), r = A_gu.size(2), B = d.B;
   const float s = static_cast<float>(scale);
-  at::Tensor gu = product(xn, w[7], {}).contiguous();  // (B, 2I)
-  at::Tensor h = at::zeros({d.B, I}, xn.options());
-  std::vector<float> a(2 * r), hp(I);
-  std::vector<std::vector<float>> zs(d.B, std::vector<float>(d.P * r, 0.f));
-  for (int64_t b = 0; b < d.B; ++b) {
-    const float* x = xn.data_ptr<float>() + b * d.H;
-    const float* gate_up = gu.data_ptr<float>() + b * 2 * I;
-    float* mix = h.data_ptr<float>() + b * I;
-    for (int64_t p = 0; p < d.P; ++p) {
-      if (choice[b] >= 0 ? choice[b] != p : gates[b * d.P + p] == 0.f) continue;
-      const float gp = gates[b * d.P + p];
-      const float* Ap = A_gu.data_ptr<float>() + p * 2 * r * d.H;
-      for (int64_t k = 0; k < 2 * r; ++k) a[k] = s * dot(x, Ap + k * d.H, d.H);
-      const float* Bg = B_gu.data_ptr<float>() + p * 2 * I * r;
-      const float* Bu = Bg + I * r;
-      for (int64_t i = 0; i < I; ++i) {
-        const float g = gate_up[i] + dot(Bg + i * r, a.data(), r);
-        const float u = gate_up[I + i] + dot(Bu + i * r, a.data() + r, r);
-        hp[i] = silu(g) * u;
-        mix[i] += gp * hp[i];
+  const bool gemm = B >= kLoraGemmRows;
+  const at::Tensor gu = product(xn, w[7], {}).contiguous();  // (B, 2I), shared by every pathway
+  at::Tensor mix = at::zeros({B, I}, xn.options());           // sum_p g_p h_p
+  at::Tensor z = at::zeros({d.P, B, r}, xn.options());         // s g_p A_down_p h_p
+  at::Tensor a = at::empty({B, 2 * r}, xn.options());
+  for (int64_t p = 0; p < d.P; ++p) {
+    std::vector<int64_t> rows;
+    for (int64_t b = 0; b < B; ++b)
+      if (choice[b] >= 0 ? choice[b] == p : gates[b * d.P + p] != 0.f) rows.push_back(b);
+    if (rows.empty()) continue;
+    a.zero_();
+    const float* Ap = A_gu.data_ptr<float>() + p * 2 * r * d.H;
+    for (int64_t b : rows)
+      for (int64_t k = 0; k < 2 * r; ++k)
+        a.data_ptr<float>()[b * 2 * r + k] = s * dot(xn.data_ptr<float>() + b * d.H, Ap + k * d.H, d.H);
+    at::Tensor g = gu.clone();  // this pathway's gate and up: base + s B A x
+    if (gemm) {
+      g.narrow(1, 0, I).addmm_(a.narrow(1, 0, r), B_gu[p][0].t());
+      g.narrow(1, I, I).addmm_(a.narrow(1, r, r), B_gu[p][1].t());
+    } else {
+      const float *Bg = B_gu.data_ptr<float>() + p * 2 * I * r, *Bu = Bg + I * r;
+      for (int64_t b : rows) {
+        float* gb = g.data_ptr<float>() + b * 2 * I;
+        const float* ab = a.data_ptr<float>() + b * 2 * r;
+        for (int64_t i = 0; i < I; ++i) {
+          gb[i] += dot(Bg + i * r, ab, r);
+          gb[I + i] += dot(Bu + i * r, ab + r, r);
+        }
       }
-      const float* Ad = A_d.data_ptr<float>() + p * r * I;
-      for (int64_t k = 0; k < r; ++k) zs[b][p * r + k] = s * gp * dot(Ad + k * I, hp.data(), I);
+    }
+    at::Tensor h = g.narrow(1, 0, I);
+    at::silu_(h).mul_(g.narrow(1, I, I));  // h_p = silu(gate) * up, in the gate half of g
+    const float* Ad = A_d.data_ptr<float>() + p * r * I;
+    for (int64_t b : rows) {
+      const float gp = gates[b * d.P + p];
+      const float* hb = g.data_ptr<float>() + b * 2 * I;
+      float* mb = mix.data_ptr<float>() + b * I;
+#pragma omp simd
+      for (int64_t i = 0; i < I; ++i) mb[i] += gp * hb[i];
+      for (int64_t k = 0; k < r; ++k) z.data_ptr<float>()[(p * B + b) * r + k] = s * gp * dot(Ad + k * I, hb, I);
     }
   }
-  at::Tensor y = product(h, w[8], {}).contiguous();  // (B, H)
-  for (int64_t b = 0; b < d.B; ++b) {
-    float* out = y.data_ptr<float>() + b * d.H;
-    for (int64_t p = 0; p < d.P; ++p) {
-      const float* zp = zs[b].data() + p * r;
+  at::Tensor y = product(mix, w[8], {}).contiguous();  // (B, H)
+  for (int64_t p = 0; p < d.P; ++p) {
+    if (gemm) {
+      y.addmm_(z[p], B_d[p].t());
+      continue;
+    }
+    const float* Bd = B_d.data_ptr<float>() + p * d.H * r;
+    for (int64_t b = 0; b < B; ++b) {
+      const float* zp = z.data_ptr<float>() + (p * B + b) * r;
       if (std::all_of(zp, zp + r, [](float v) { return v == 0.f; })) continue;
-      const float* Bd = B_d.data_ptr<float>() + p * d.H * r;
+      float* out = y.data_ptr<float>() + b * d.H;
       for (int64_t j = 0; j < d.H; ++j) out[j] += dot(Bd + j * r, zp, r);
     }
   }
