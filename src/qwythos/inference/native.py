@@ -7,14 +7,16 @@ its rows (~34 GB/s here; MKL's GEMM above 8 rows) and does the rest (norms, rota
 router and gate, LoRA deltas, SiLU) in plain loops. It computes the same function as ``PathwayLM.forward``
 for one new token with a ``BatchCache``; tests/unit/test_native_decode.py pins it to that.
 
-It is built with torch's extension loader the first time a process needs it (about 20 s; torch keeps the
-build under ~/.cache/torch_extensions, or $TORCH_EXTENSIONS_DIR, for later processes) and covers fp32
-models on CPU. Anything else, or a machine where the build fails, decodes with the model's forward.
+It is built with torch's extension loader the first time a process needs it (7 s here), once per kind of
+CPU; torch keeps the build under ~/.cache/torch_extensions (or $TORCH_EXTENSIONS_DIR) for later processes.
+It covers fp32 models on CPU. Anything else, or a machine where the build fails, decodes with the model's
+forward.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import shutil
@@ -40,10 +42,10 @@ def build() -> str | None:
         os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     from torch.utils.cpp_extension import load
 
-    log.info("loading the native decode step (the first build on a machine takes about 20 s)")
+    log.info("loading the native decode step (the first build on a machine takes several seconds)")
     try:
         load(
-            name="qwythos_decode_step",
+            name=f"qwythos_decode_step_{_cpu_id()}",  # built with -march=native: one build per kind of CPU
             sources=[str(SOURCE)],
             extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
             is_python_module=False,
@@ -52,6 +54,18 @@ def build() -> str | None:
         lines = str(e).strip().splitlines() or [""]
         return f"{type(e).__name__}: {next((x for x in lines if 'error' in x), lines[-1])}"
     return None
+
+
+def _cpu_id() -> str:
+    """A short hash of this CPU's model and instruction-set flags (Linux), so a shared cache never serves
+    one machine another's -march=native build."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "any"
+    keys = ("model name", "flags", "Features", "CPU part")
+    seen = sorted({line for line in info if line.split(":")[0].strip() in keys})
+    return hashlib.sha1("\n".join(seen).encode()).hexdigest()[:10]
 
 
 def unsupported(model: PathwayLM) -> str | None:

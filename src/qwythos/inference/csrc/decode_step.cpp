@@ -276,9 +276,12 @@ std::tuple<at::Tensor, at::Tensor> decode_step(
   const int64_t L = (static_cast<int64_t>(weights.size()) - 3) / kPerLayer;
   const at::Tensor &embed = weights[L * kPerLayer], &final_norm = weights[L * kPerLayer + 1],
                    &lm_head = weights[L * kPerLayer + 2];
-  TORCH_CHECK(embed.scalar_type() == at::kFloat, "the native decode step is fp32");
-  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && valid.is_contiguous(),
-              "the KV cache must be contiguous");
+  TORCH_CHECK(embed.scalar_type() == at::kFloat && k_cache.scalar_type() == at::kFloat,
+              "the native decode step is fp32");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && valid.is_contiguous() &&
+                  cos.is_contiguous() && sin.is_contiguous(),
+              "the KV cache and rotary tables must be contiguous");
+  TORCH_CHECK(mode != kForce || (force >= 0 && force < weights[6].size(0)), "force: no pathway ", force);
   TORCH_CHECK(slot < k_cache.size(3), "no free cache slot: reserve() before the step");
   const int64_t H = embed.size(1), D = k_cache.size(4), P = weights[6].size(0);
   const Dims d{ids.size(0), H, heads, kv_heads, D, P, slot, window};
