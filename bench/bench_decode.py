@@ -77,7 +77,7 @@ def ours(kind: str, tokens: int) -> dict:
     from qwythos.model.base import load_tokenizer
     from qwythos.model.block import Routing
 
-    model, folder = pathway_model("bfloat16" if kind.endswith("bf16") else "float32")
+    model, folder = pathway_model("bfloat16" if "bf16" in kind else "float32")
     if kind.startswith("mixtral"):  # the same model exported: every pathway a dense expert, no LoRA to apply
         from qwythos.model.formats import export_mixtral, load_mixtral
 

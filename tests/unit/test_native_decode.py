@@ -94,12 +94,37 @@ def test_native_step_on_an_exported_mixtral(tmp_path, lora, mode):
         assert set(torch.cat([c.gates.argmax(-1).flatten() for c in done]).tolist()) == {0, 1}
 
 
-def test_native_step_is_for_fp32_and_auto_falls_back(lora):
+@pytest.mark.parametrize("mode", ["soft", "top1"])
+def test_native_step_with_bf16_weights_tracks_the_fp32_forward_of_those_weights(lora, mode):
+    """bf16 weights, fp32 activations: each generated token's log-prob is what an fp32 forward over the
+    same (rounded) weights gives it, to bf16's rounding of the cached keys/values and the prefill."""
     model, tok, _ = lora
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
-    with pytest.raises(RuntimeError, match="fp32 on CPU"):
-        Engine(bf16, tok, decode_kernel="native")
-    assert Engine(bf16, tok, decode_kernel="auto").native is None
+    ref = copy.deepcopy(bf16).float()
+    engine = Engine(bf16, tok, decode_kernel="native")
+    assert engine.native is not None and engine.layout == "transposed"
+    routing = parse_routing(mode, engine.pathways)
+    params = SamplingParams(max_new_tokens=8, ignore_eos=True, logprobs=1)
+    for text in TEXTS:
+        prompt = tok.encode(text)
+        done = engine.generate([Request(prompt, params)], routing)[0]
+        with torch.no_grad():
+            out = ref(torch.tensor([prompt + done.token_ids]), routing=routing, trace=True)
+        at = slice(len(prompt) - 1, len(prompt) - 1 + len(done.token_ids))  # the positions that chose them
+        chosen = torch.tensor(done.token_ids)[:, None]
+        want = torch.log_softmax(out.logits[0, at].float(), -1).gather(1, chosen)[:, 0]
+        got = torch.tensor([lp.logprob for lp in done.logprobs])
+        torch.testing.assert_close(got, want, atol=0.02, rtol=0)
+        if mode == "soft":
+            torch.testing.assert_close(done.gates, out.gates[0, at], atol=0.02, rtol=0)
+
+
+def test_native_step_is_for_fp32_and_bf16_and_auto_falls_back(lora):
+    model, tok, _ = lora
+    half = copy.deepcopy(model).to(torch.float16)
+    with pytest.raises(RuntimeError, match="fp32 or bf16 on CPU"):
+        Engine(half, tok, decode_kernel="native")
+    assert Engine(half, tok, decode_kernel="auto").native is None
     with pytest.raises(ValueError, match="decode kernel"):
         Engine(model, tok, decode_kernel="fast")
 

@@ -333,18 +333,20 @@ def _prompt_logprobs(logits: torch.Tensor, ids: list[int], k: int) -> list[Token
     return out
 
 
-def decode_layout(model: nn.Module, layout: str = "auto") -> str:
+def decode_layout(model: nn.Module, layout: str = "auto", streamed: bool = False) -> str:
     """Lay out the frozen weight matrices for decoding; returns the layout used.
 
-    Decoding multiplies one row per sequence by every weight matrix, so it is bound by reading them. On CPU,
-    fp32 matrices stored transposed, (in, out) contiguous, read at 20-28 GB/s here against 15-20 GB/s for
-    nn.Linear's (out, in) (short rows: SmolLM2's hidden size is 576); bf16 reads faster the standard way
-    (bench/bench_decode.py measures both). 'transposed' keeps each weight's shape and values, only its
-    strides change; 'auto' = transposed for fp32 on CPU, standard otherwise.
+    Decoding multiplies one row per sequence by every weight matrix, so it is bound by reading them. The
+    native step (``streamed``) reads each matrix front to back in the transposed layout, (in, out) contiguous;
+    without it, on CPU, MKL reads fp32 matrices transposed at 20-28 GB/s here against 15-20 GB/s for
+    nn.Linear's (out, in) (short rows: SmolLM2's hidden size is 576), and bf16 faster the standard way.
+    'transposed' keeps each weight's shape and values, only its strides change; 'auto' = transposed on CPU
+    for the native step or fp32, standard otherwise.
     """
     weight = next(model.parameters())
     if layout == "auto":
-        layout = "transposed" if weight.device.type == "cpu" and weight.dtype == torch.float32 else "standard"
+        cpu = weight.device.type == "cpu"
+        layout = "transposed" if cpu and (streamed or weight.dtype == torch.float32) else "standard"
     if layout not in ("standard", "transposed"):
         raise ValueError(f"layout {layout!r}: use auto, standard or transposed")
     for p in model.parameters():
@@ -394,9 +396,10 @@ class Engine:
         decode_kernel: str = "auto",
     ):
         self.model, self.tokenizer, self.default_mode = model.eval(), tokenizer, mode
-        self.layout = decode_layout(model, layout)
+        streamed = native.available(model, decode_kernel)
+        self.layout = decode_layout(model, layout, streamed)
         self.decode_threads = decode_step_threads(decode_threads)
-        self.native = native.decoder(model, decode_kernel)  # None: decode steps run the model's forward
+        self.native = native.NativeDecoder(model) if streamed else None  # None: the model's forward decodes
         self.eos = eos_ids(model, tokenizer)
         self.max_len = model.config.arch.max_position_embeddings
         self.vocab_size = model.config.arch.vocab_size

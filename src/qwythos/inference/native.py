@@ -9,8 +9,8 @@ for one new token with a ``BatchCache``; tests/unit/test_native_decode.py pins i
 
 It is built with torch's extension loader the first time a process needs it (7 s here), once per kind of
 CPU; torch keeps the build under ~/.cache/torch_extensions (or $TORCH_EXTENSIONS_DIR) for later processes.
-It covers fp32 models on CPU. Anything else, or a machine where the build fails, decodes with the model's
-forward.
+It covers fp32 and bf16 models on CPU (activations in fp32 for both). Anything else, or a machine where the
+build fails, decodes with the model's forward.
 """
 
 from __future__ import annotations
@@ -71,11 +71,27 @@ def _cpu_id() -> str:
 def unsupported(model: PathwayLM) -> str | None:
     """Why the native step cannot decode this model, or None."""
     p = model.embed_tokens.weight
-    if p.device.type != "cpu" or p.dtype != torch.float32:
-        return f"the native decode step is for fp32 on CPU (this model: {p.dtype} on {p.device.type})"
+    if p.device.type != "cpu" or p.dtype not in (torch.float32, torch.bfloat16):
+        return f"the native decode step is for fp32 or bf16 on CPU (this model: {p.dtype} on {p.device.type})"
     if model.config.arch.head_dim > 512:
         return f"head_dim {model.config.arch.head_dim} > 512"
     return None
+
+
+def available(model: PathwayLM, kernel: str = "auto") -> bool:
+    """Whether decode steps run natively for ``kernel``: 'native' (an error naming the reason if it cannot),
+    'auto' (False if it cannot, with the reason logged when the model itself was fine) or 'torch' (False)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"decode kernel {kernel!r}: use one of {KERNELS}")
+    if kernel == "torch":
+        return False
+    model_reason = unsupported(model)
+    reason = model_reason or build()
+    if reason and kernel == "native":
+        raise RuntimeError(f"native decode step unavailable: {reason}")
+    if reason and model_reason is None:
+        log.warning("native decode step unavailable (%s); decoding with the torch forward", reason)
+    return reason is None
 
 
 class NativeDecoder:
@@ -85,9 +101,7 @@ class NativeDecoder:
     (``decode_layout``, ``.to()``) does not, so build it after those."""
 
     def __init__(self, model: PathwayLM):
-        reason = unsupported(model) or build()
-        if reason:
-            raise RuntimeError(f"native decode step unavailable: {reason}")
+        assert available(model, "native")
         a = model.config.arch
         self.model = model
         self.experts = isinstance(model.layers[0].mlp.pathways, ExpertPathways)
@@ -157,20 +171,3 @@ def _layer_weights(layer) -> list[torch.Tensor]:
         if w.numel() and not w.is_contiguous():
             raise RuntimeError("native decode step: norm, router and LoRA weights must be contiguous")
     return out
-
-
-def decoder(model: PathwayLM, kernel: str = "auto") -> NativeDecoder | None:
-    """The native decoder for ``kernel`` 'native' (an error if unavailable) or 'auto' (None if unavailable,
-    with the reason logged); 'torch' is None: decode with the model's forward."""
-    if kernel not in KERNELS:
-        raise ValueError(f"decode kernel {kernel!r}: use one of {KERNELS}")
-    if kernel == "torch":
-        return None
-    try:
-        return NativeDecoder(model)
-    except RuntimeError as e:
-        if kernel == "native":
-            raise
-        if unsupported(model) is None:  # a model it could run: say why it does not
-            log.warning("%s; decoding with the torch forward", e)
-        return None

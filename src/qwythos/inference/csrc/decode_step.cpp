@@ -1,10 +1,14 @@
-// One decode step of a pathway model (fp32, CPU): B rows, one new token each, every layer, the logits.
+// One decode step of a pathway model on CPU: B rows, one new token each, every layer, the logits.
 //
 // The reference is PathwayLM.forward (model/transformer.py, model/block.py); this computes the same
-// function for T = 1 with a KV cache. Decoding one token is bound by reading the weights, so the weight
-// products stay ATen matrix products (MKL/oneDNN); everything else (norms, rotary, attention over the cache,
-// the router and gate, the LoRA deltas, SiLU) is a few plain loops here instead of ~70 small ATen kernels
-// per layer, each of which costs microseconds of dispatch from Python.
+// function for T = 1 with a KV cache. Decoding one token is bound by reading the weights: they are streamed
+// once per step by stream_rows below; everything else (norms, rotary, attention over the cache, the router
+// and gate, the LoRA deltas) is a few plain loops here instead of ~70 small ATen kernels per layer, each of
+// which costs microseconds of dispatch from Python.
+//
+// Weights and the KV cache are fp32 or bf16 (W below: float, or uint16_t holding bf16 bits); activations
+// are fp32 throughout, so a bf16 model reads half the bytes and rounds only its weights and cached keys and
+// values (the torch forward of a bf16 model also rounds every activation).
 //
 // Layer weights arrive as one flat list, kPerLayer entries per layer (see native.py's pack()):
 //   0 input norm (H)   1 qkv (Q+2K, H)   2 qkv bias or empty   3 o (H, Q)   4 o bias or empty
@@ -19,6 +23,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -26,34 +31,56 @@ namespace {
 constexpr int64_t kPerLayer = 13;
 enum Mode : int64_t { kSoft = 0, kTop1 = 1, kForce = 2 };
 
-inline float dot(const float* a, const float* b, int64_t n) {
+inline float f32(float v) { return v; }
+inline float f32(uint16_t v) {  // bf16 bits -> float
+  const uint32_t u = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+template <typename W>
+W stored(float v);
+template <>
+inline float stored<float>(float v) { return v; }
+template <>
+inline uint16_t stored<uint16_t>(float v) { return c10::BFloat16(v).x; }  // round to nearest even, as torch
+
+template <typename W>
+inline const W* ptr(const at::Tensor& t) { return reinterpret_cast<const W*>(t.data_ptr()); }
+template <typename W>
+inline W* mut(at::Tensor& t) { return reinterpret_cast<W*>(t.data_ptr()); }
+
+template <typename W>
+inline float dot(const float* a, const W* b, int64_t n) {
   float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * f32(b[i]);
   return acc;
 }
 
 // out = w * x / sqrt(mean(x^2) + eps), row by row
+template <typename W>
 void rms_norm(const at::Tensor& x, const at::Tensor& w, double eps, at::Tensor& out) {
   const int64_t B = x.size(0), H = x.size(1);
-  const float* wp = w.data_ptr<float>();
+  const W* wp = ptr<W>(w);
   for (int64_t b = 0; b < B; ++b) {
     const float* xp = x.data_ptr<float>() + b * H;
     float* op = out.data_ptr<float>() + b * H;
     const float r = 1.f / std::sqrt(dot(xp, xp, H) / H + static_cast<float>(eps));
 #pragma omp simd
-    for (int64_t i = 0; i < H; ++i) op[i] = wp[i] * (xp[i] * r);
+    for (int64_t i = 0; i < H; ++i) op[i] = f32(wp[i]) * (xp[i] * r);
   }
 }
 
 // y (B, out) = x (B, in) @ W.T (+ bias): the weight read that decoding is bound by. W is (out, in) as
 // nn.Linear holds it; decode_layout stores fp32 weights transposed, (in, out) contiguous, and for a few rows
 // this streams it from memory front to back, four rows of W at a time, into each row's outputs held in L1/L2
-// (kChunk/B outputs per pass over W). Here MKL's sgemm reads SmolLM2's matrices at 19-29 GB/s for one row,
+// (kChunk/B outputs per pass over W). Here MKL's sgemm reads SmolLM2's fp32 matrices at 19-29 GB/s for one row,
 // 9-15 for 2-8 rows; this loop at 31-41 and 13-31 (measured per shape; bench_decode.py measures the model).
 constexpr int64_t kStreamRows = 8;  // at most this many rows stream; more rows are a GEMM for MKL
 constexpr int64_t kChunk = 16384;   // floats of output (over all rows) accumulated per pass over W
 
+// fp32: four rows of W per pass; the compiler vectorises the sum (bench: 33-41 GB/s here)
 inline void stream_rows(const float* Wt, const float* x, float* y, int64_t B, int64_t in, int64_t out,
                         int64_t o0, int64_t n) {
   int64_t i = 0;
@@ -77,16 +104,73 @@ inline void stream_rows(const float* Wt, const float* x, float* y, int64_t B, in
   }
 }
 
+// bf16: eight rows of W per pass, widened 16 at a time in vector registers (GCC/Clang vector extensions),
+// the next eight rows prefetched meanwhile. Left to the compiler and the hardware prefetcher, bf16 read at
+// ~20 GB/s here, no faster in weights per second than fp32; this reads it at ~30.
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+
+inline f32x16 widen(const uint16_t* p) {
+  u16x16 h;
+  std::memcpy(&h, p, sizeof h);
+  return reinterpret_cast<f32x16>(__builtin_convertvector(h, u32x16) << 16);
+}
+
+inline void stream_rows(const uint16_t* Wt, const float* x, float* y, int64_t B, int64_t in, int64_t out,
+                        int64_t o0, int64_t n) {
+  constexpr int64_t R = 8, line = 32;  // bf16 per cache line
+  const int64_t n16 = n / 16 * 16;
+  int64_t i = 0;
+  for (; i + R <= in; i += R) {
+    const uint16_t* w = Wt + i * out + o0;  // row i + k of this chunk: w + k * out
+    const bool ahead = i + 2 * R <= in;
+    for (int64_t b = 0; b < B; ++b) {
+      const float* xb = x + b * in + i;
+      float* yb = y + b * out + o0;
+      for (int64_t o = 0; o < n16; o += 16) {
+        if (ahead && b == 0 && o % line == 0)
+          for (int64_t k = R; k < 2 * R; ++k) __builtin_prefetch(w + k * out + o);
+        f32x16 acc;
+        std::memcpy(&acc, yb + o, sizeof acc);
+        acc += (xb[0] * widen(w + o) + xb[1] * widen(w + out + o)) +
+               (xb[2] * widen(w + 2 * out + o) + xb[3] * widen(w + 3 * out + o)) +
+               ((xb[4] * widen(w + 4 * out + o) + xb[5] * widen(w + 5 * out + o)) +
+                (xb[6] * widen(w + 6 * out + o) + xb[7] * widen(w + 7 * out + o)));
+        std::memcpy(yb + o, &acc, sizeof acc);
+      }
+      for (int64_t o = n16; o < n; ++o)
+        for (int64_t k = 0; k < R; ++k) yb[o] += xb[k] * f32(w[k * out + o]);
+    }
+  }
+  for (; i < in; ++i) {
+    const uint16_t* w = Wt + i * out + o0;
+    for (int64_t b = 0; b < B; ++b) {
+      const float xi = x[b * in + i];
+      float* yb = y + b * out + o0;
+      for (int64_t o = 0; o < n; ++o) yb[o] += xi * f32(w[o]);
+    }
+  }
+}
+
+// x fp32 (B, in), W (out, in) of the weights' dtype, bias (out) or empty -> y fp32 (B, out)
 at::Tensor product(const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias) {
   const bool has_bias = bias.defined() && bias.numel() > 0;
   const int64_t B = x.size(0), out = W.size(0), in = W.size(1);
-  if (B > kStreamRows || W.stride(0) != 1 || W.stride(1) != out || !x.is_contiguous())
-    return has_bias ? at::addmm(bias, x, W.t()) : at::mm(x, W.t());
-  at::Tensor y = has_bias ? bias.expand({B, out}).contiguous() : at::zeros({B, out}, x.options());
+  if (B > kStreamRows || W.stride(0) != 1 || W.stride(1) != out || !x.is_contiguous()) {
+    const at::Tensor xw = x.to(W.scalar_type());
+    return (has_bias ? at::addmm(bias, xw, W.t()) : at::mm(xw, W.t())).to(at::kFloat);
+  }
+  at::Tensor y = has_bias ? bias.to(at::kFloat).expand({B, out}).contiguous()
+                          : at::zeros({B, out}, x.options().dtype(at::kFloat));
   const int64_t chunk = kChunk / B;
-  for (int64_t o0 = 0; o0 < out; o0 += chunk)
-    stream_rows(W.data_ptr<float>(), x.data_ptr<float>(), y.data_ptr<float>(), B, in, out, o0,
-                std::min(chunk, out - o0));
+  for (int64_t o0 = 0; o0 < out; o0 += chunk) {
+    const int64_t n = std::min(chunk, out - o0);
+    if (W.scalar_type() == at::kFloat)
+      stream_rows(ptr<float>(W), x.data_ptr<float>(), y.data_ptr<float>(), B, in, out, o0, n);
+    else
+      stream_rows(ptr<uint16_t>(W), x.data_ptr<float>(), y.data_ptr<float>(), B, in, out, o0, n);
+  }
   return y;
 }
 
@@ -104,6 +188,7 @@ struct Dims {
 };
 
 // Self-attention of each row's new token over its cache slots; writes k/v into slot `slot`.
+template <typename W>
 at::Tensor attention(const at::Tensor& xn, const at::Tensor* w, at::Tensor& kc, at::Tensor& vc,
                      const at::Tensor& valid, const at::Tensor& cos, const at::Tensor& sin, const Dims& d) {
   const int64_t Q = d.heads * d.D, K = d.kv_heads * d.D, S = kc.size(2), rep = d.heads / d.kv_heads;
@@ -119,10 +204,12 @@ at::Tensor attention(const at::Tensor& xn, const at::Tensor* w, at::Tensor& kc, 
     for (int64_t h = 0; h < d.heads + d.kv_heads; ++h) rope(row + h * d.D, c, s, d.D);  // queries and keys
     const bool* ok = valid.data_ptr<bool>() + b * valid.size(1);
     for (int64_t g = 0; g < d.kv_heads; ++g) {
-      float* keys = kc.data_ptr<float>() + (b * d.kv_heads + g) * S * d.D;
-      float* vals = vc.data_ptr<float>() + (b * d.kv_heads + g) * S * d.D;
-      std::copy(row + Q + g * d.D, row + Q + (g + 1) * d.D, keys + d.slot * d.D);
-      std::copy(row + Q + K + g * d.D, row + Q + K + (g + 1) * d.D, vals + d.slot * d.D);
+      W* keys = mut<W>(kc) + (b * d.kv_heads + g) * S * d.D;
+      W* vals = mut<W>(vc) + (b * d.kv_heads + g) * S * d.D;
+      for (int64_t i = 0; i < d.D; ++i) {
+        keys[d.slot * d.D + i] = stored<W>(row[Q + g * d.D + i]);
+        vals[d.slot * d.D + i] = stored<W>(row[Q + K + g * d.D + i]);
+      }
       for (int64_t j = 0; j < rep; ++j) {
         const int64_t head = g * rep + j;
         const float* q = row + head * d.D;
@@ -138,9 +225,9 @@ at::Tensor attention(const at::Tensor& xn, const at::Tensor* w, at::Tensor& kc, 
         for (int64_t t = first; t <= d.slot; ++t) {
           if (!ok[t]) continue;
           const float pt = p[t] / total;
-          const float* v = vals + t * d.D;
+          const W* v = vals + t * d.D;
 #pragma omp simd
-          for (int64_t i = 0; i < d.D; ++i) out[i] += pt * v[i];
+          for (int64_t i = 0; i < d.D; ++i) out[i] += pt * f32(v[i]);
         }
       }
     }
@@ -149,12 +236,13 @@ at::Tensor attention(const at::Tensor& xn, const at::Tensor* w, at::Tensor& kc, 
 }
 
 // Gate weights (B, P) from router logits, and each row's chosen pathway (-1 in soft mode)
+template <typename W>
 void gate(const at::Tensor& xn, const at::Tensor& router, const c10::optional<at::Tensor>& bias, int64_t mode,
           int64_t force, double temperature, const Dims& d, float* gates, std::vector<int64_t>& choice) {
   for (int64_t b = 0; b < d.B; ++b) {
     float* g = gates + b * d.P;
     for (int64_t p = 0; p < d.P; ++p) {
-      g[p] = dot(xn.data_ptr<float>() + b * d.H, router.data_ptr<float>() + p * d.H, d.H);
+      g[p] = dot(xn.data_ptr<float>() + b * d.H, ptr<W>(router) + p * d.H, d.H);
       if (bias) g[p] += bias->data_ptr<float>()[b * d.P + p];
     }
     if (mode == kSoft) {
@@ -176,6 +264,7 @@ void gate(const at::Tensor& xn, const at::Tensor& router, const c10::optional<at
 // small GEMMs for more (kLoraGemmRows); SiLU is ATen's vectorised kernel.
 constexpr int64_t kLoraGemmRows = 4;
 
+template <typename W>
 at::Tensor lora_ffn(const at::Tensor& xn, const at::Tensor* w, double scale, const float* gates,
                     const std::vector<int64_t>& choice, const Dims& d) {
   const at::Tensor &A_gu = w[9], &B_gu = w[10], &A_d = w[11], &B_d = w[12];
@@ -192,49 +281,49 @@ at::Tensor lora_ffn(const at::Tensor& xn, const at::Tensor* w, double scale, con
       if (choice[b] >= 0 ? choice[b] == p : gates[b * d.P + p] != 0.f) rows.push_back(b);
     if (rows.empty()) continue;
     a.zero_();
-    const float* Ap = A_gu.data_ptr<float>() + p * 2 * r * d.H;
+    const W* Ap = ptr<W>(A_gu) + p * 2 * r * d.H;
     for (int64_t b : rows)
       for (int64_t k = 0; k < 2 * r; ++k)
         a.data_ptr<float>()[b * 2 * r + k] = s * dot(xn.data_ptr<float>() + b * d.H, Ap + k * d.H, d.H);
     at::Tensor g = gu.clone();  // this pathway's gate and up: base + s B A x
     if (gemm) {
-      g.narrow(1, 0, I).addmm_(a.narrow(1, 0, r), B_gu[p][0].t());
-      g.narrow(1, I, I).addmm_(a.narrow(1, r, r), B_gu[p][1].t());
+      g.narrow(1, 0, I).addmm_(a.narrow(1, 0, r), B_gu[p][0].t().to(at::kFloat));
+      g.narrow(1, I, I).addmm_(a.narrow(1, r, r), B_gu[p][1].t().to(at::kFloat));
     } else {
-      const float *Bg = B_gu.data_ptr<float>() + p * 2 * I * r, *Bu = Bg + I * r;
+      const W *Bg = ptr<W>(B_gu) + p * 2 * I * r, *Bu = Bg + I * r;
       for (int64_t b : rows) {
         float* gb = g.data_ptr<float>() + b * 2 * I;
         const float* ab = a.data_ptr<float>() + b * 2 * r;
         for (int64_t i = 0; i < I; ++i) {
-          gb[i] += dot(Bg + i * r, ab, r);
-          gb[I + i] += dot(Bu + i * r, ab + r, r);
+          gb[i] += dot(ab, Bg + i * r, r);
+          gb[I + i] += dot(ab + r, Bu + i * r, r);
         }
       }
     }
     at::Tensor h = g.narrow(1, 0, I);
     at::silu_(h).mul_(g.narrow(1, I, I));  // h_p = silu(gate) * up, in the gate half of g
-    const float* Ad = A_d.data_ptr<float>() + p * r * I;
+    const W* Ad = ptr<W>(A_d) + p * r * I;
     for (int64_t b : rows) {
       const float gp = gates[b * d.P + p];
       const float* hb = g.data_ptr<float>() + b * 2 * I;
       float* mb = mix.data_ptr<float>() + b * I;
 #pragma omp simd
       for (int64_t i = 0; i < I; ++i) mb[i] += gp * hb[i];
-      for (int64_t k = 0; k < r; ++k) z.data_ptr<float>()[(p * B + b) * r + k] = s * gp * dot(Ad + k * I, hb, I);
+      for (int64_t k = 0; k < r; ++k) z.data_ptr<float>()[(p * B + b) * r + k] = s * gp * dot(hb, Ad + k * I, I);
     }
   }
   at::Tensor y = product(mix, w[8], {}).contiguous();  // (B, H)
   for (int64_t p = 0; p < d.P; ++p) {
     if (gemm) {
-      y.addmm_(z[p], B_d[p].t());
+      y.addmm_(z[p], B_d[p].t().to(at::kFloat));
       continue;
     }
-    const float* Bd = B_d.data_ptr<float>() + p * d.H * r;
+    const W* Bd = ptr<W>(B_d) + p * d.H * r;
     for (int64_t b = 0; b < B; ++b) {
       const float* zp = z.data_ptr<float>() + (p * B + b) * r;
       if (std::all_of(zp, zp + r, [](float v) { return v == 0.f; })) continue;
       float* out = y.data_ptr<float>() + b * d.H;
-      for (int64_t j = 0; j < d.H; ++j) out[j] += dot(Bd + j * r, zp, r);
+      for (int64_t j = 0; j < d.H; ++j) out[j] += dot(zp, Bd + j * r, r);
     }
   }
   return y;
@@ -268,6 +357,7 @@ at::Tensor expert_ffn(const at::Tensor& xn, const at::Tensor* w, const at::Tenso
   return y;
 }
 
+template <typename W>
 std::tuple<at::Tensor, at::Tensor> decode_step(
     at::TensorList weights, at::Tensor ids, at::Tensor cos, at::Tensor sin, at::Tensor k_cache,
     at::Tensor v_cache, at::Tensor valid, int64_t slot, c10::optional<at::Tensor> gear_bias, int64_t mode,
@@ -276,8 +366,6 @@ std::tuple<at::Tensor, at::Tensor> decode_step(
   const int64_t L = (static_cast<int64_t>(weights.size()) - 3) / kPerLayer;
   const at::Tensor &embed = weights[L * kPerLayer], &final_norm = weights[L * kPerLayer + 1],
                    &lm_head = weights[L * kPerLayer + 2];
-  TORCH_CHECK(embed.scalar_type() == at::kFloat && k_cache.scalar_type() == at::kFloat,
-              "the native decode step is fp32");
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && valid.is_contiguous() &&
                   cos.is_contiguous() && sin.is_contiguous(),
               "the KV cache and rotary tables must be contiguous");
@@ -286,7 +374,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(
   const int64_t H = embed.size(1), D = k_cache.size(4), P = weights[6].size(0);
   const Dims d{ids.size(0), H, heads, kv_heads, D, P, slot, window};
   TORCH_CHECK(D <= 512, "head_dim above 512");
-  at::Tensor x = embed.index_select(0, ids).contiguous();  // (B, H), the residual stream
+  at::Tensor x = embed.index_select(0, ids).to(at::kFloat).contiguous();  // (B, H), the residual stream
   at::Tensor xn = at::empty_like(x);
   at::Tensor trace = at::empty({d.B, L, P}, x.options());
   at::Tensor gates_t = at::empty({d.B, P}, x.options());
@@ -294,17 +382,33 @@ std::tuple<at::Tensor, at::Tensor> decode_step(
   for (int64_t l = 0; l < L; ++l) {
     const at::Tensor* w = weights.data() + l * kPerLayer;
     at::Tensor kc = k_cache[l], vc = v_cache[l];
-    rms_norm(x, w[0], eps, xn);
-    x.add_(attention(xn, w, kc, vc, valid, cos, sin, d));
-    rms_norm(x, w[5], eps, xn);
+    rms_norm<W>(x, w[0], eps, xn);
+    x.add_(attention<W>(xn, w, kc, vc, valid, cos, sin, d));
+    rms_norm<W>(x, w[5], eps, xn);
     float* g = gates_t.data_ptr<float>();
-    gate(xn, w[6], gear_bias, mode, force, temperature, d, g, choice);
+    gate<W>(xn, w[6], gear_bias, mode, force, temperature, d, g, choice);
     for (int64_t b = 0; b < d.B; ++b)
       std::copy(g + b * P, g + (b + 1) * P, trace.data_ptr<float>() + (b * L + l) * P);
-    x.add_(experts ? expert_ffn(xn, w, gates_t, choice, d) : lora_ffn(xn, w, scale, g, choice, d));
+    x.add_(experts ? expert_ffn(xn, w, gates_t, choice, d) : lora_ffn<W>(xn, w, scale, g, choice, d));
   }
-  rms_norm(x, final_norm, eps, xn);
+  rms_norm<W>(x, final_norm, eps, xn);
   return {product(xn, lm_head, {}), trace};
+}
+
+std::tuple<at::Tensor, at::Tensor> decode_step_any(
+    at::TensorList weights, at::Tensor ids, at::Tensor cos, at::Tensor sin, at::Tensor k_cache,
+    at::Tensor v_cache, at::Tensor valid, int64_t slot, c10::optional<at::Tensor> gear_bias, int64_t mode,
+    int64_t force, double temperature, double scale, double eps, int64_t heads, int64_t kv_heads,
+    int64_t window, bool experts) {
+  const auto dtype = weights[0].scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "the native decode step is for fp32 or bf16");
+  TORCH_CHECK(k_cache.scalar_type() == dtype && cos.scalar_type() == at::kFloat,
+              "the KV cache has the weights' dtype; rotary tables are fp32");
+  for (const at::Tensor& t : weights)
+    TORCH_CHECK(t.numel() == 0 || t.scalar_type() == dtype, "every weight has the same dtype");
+  auto step = dtype == at::kFloat ? &decode_step<float> : &decode_step<uint16_t>;
+  return step(weights, ids, cos, sin, k_cache, v_cache, valid, slot, gear_bias, mode, force, temperature,
+              scale, eps, heads, kv_heads, window, experts);
 }
 
 }  // namespace
@@ -318,6 +422,6 @@ TORCH_LIBRARY(qwythos, m) {
 }
 
 TORCH_LIBRARY_IMPL(qwythos, CPU, m) {
-  m.impl("decode_step", &decode_step);
+  m.impl("decode_step", &decode_step_any);
   m.impl("stream_product", [](const at::Tensor& x, const at::Tensor& W) { return product(x, W, {}); });
 }
