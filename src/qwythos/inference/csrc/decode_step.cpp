@@ -73,10 +73,10 @@ void rms_norm(const at::Tensor& x, const at::Tensor& w, double eps, at::Tensor& 
 }
 
 // y (B, out) = x (B, in) @ W.T (+ bias): the weight read that decoding is bound by. W is (out, in) as
-// nn.Linear holds it; decode_layout stores fp32 weights transposed, (in, out) contiguous, and for a few rows
-// this streams it from memory front to back, four rows of W at a time, into each row's outputs held in L1/L2
-// (kChunk/B outputs per pass over W). Here MKL's sgemm reads SmolLM2's fp32 matrices at 19-29 GB/s for one row,
-// 9-15 for 2-8 rows; this loop at 31-41 and 13-31 (measured per shape; bench_decode.py measures the model).
+// nn.Linear holds it; decode_layout stores it transposed for this step, (in, out) contiguous, and for a few
+// rows this streams it from memory front to back, a few rows of W at a time, into each row's outputs held
+// in L1/L2 (kChunk/B outputs per pass over W). Here MKL's sgemm reads SmolLM2's fp32 matrices at 19-29 GB/s
+// for one row and 9-15 for 2-8 rows; this loop at 31-41 and 13-31 (per shape; bench_decode.py: the model).
 constexpr int64_t kStreamRows = 8;  // at most this many rows stream; more rows are a GEMM for MKL
 constexpr int64_t kChunk = 16384;   // floats of output (over all rows) accumulated per pass over W
 
