@@ -309,7 +309,8 @@ at::Tensor lora_ffn(const at::Tensor& xn, const at::Tensor* w, double scale, con
       float* mb = mix.data_ptr<float>() + b * I;
 #pragma omp simd
       for (int64_t i = 0; i < I; ++i) mb[i] += gp * hb[i];
-      for (int64_t k = 0; k < r; ++k) z.data_ptr<float>()[(p * B + b) * r + k] = s * gp * dot(hb, Ad + k * I, I);
+      float* zb = z.data_ptr<float>() + (p * B + b) * r;
+      for (int64_t k = 0; k < r; ++k) zb[k] = s * gp * dot(hb, Ad + k * I, I);
     }
   }
   at::Tensor y = product(mix, w[8], {}).contiguous();  // (B, H)
