@@ -2,7 +2,7 @@
 
   bound      the memory-bandwidth bound for bs1 decode: weight bytes read per token / throughput of a large
              torch.mv (fp32 and bf16), measured here; also the throughput of the native step's own weight
-             stream on the same matrix (a stricter bound when it reads faster than torch.mv)
+             stream on the same matrix (the stricter bound: here it reads faster than torch.mv)
   hf         transformers `generate` (greedy, KV cache) on the dense base: the baseline
   soft/top1  our engine (Engine.generate) on the pathway model, LoRA r16 non-zero and a random router;
              fp32 decode steps run the native step (inference/native.py)
@@ -173,9 +173,11 @@ def bound() -> dict:
     from qwythos.inference import native
 
     if native.build() is None:  # the native step's weight stream, on the same matrix in the decode layout
-        W, x = W.float().t().contiguous().t(), torch.randn(1, 8192)
-        t = median_time(lambda: torch.ops.qwythos.stream_product(x, W), 7)
-        out["gbps_stream_fp32"] = W.numel() * 4 / t / 1e9
+        x = torch.randn(1, 8192)
+        for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            W = torch.randn(8192, 8192).to(dt).t().contiguous().t()
+            t = median_time(lambda W=W: torch.ops.qwythos.stream_product(x, W), 7)
+            out[f"gbps_stream_{name}"] = W.numel() * W.element_size() / t / 1e9
     model = hf_model()
     n_params = sum(p.numel() for p in model.parameters())  # tied embeddings counted once (the lm_head read)
     out["weight_bytes_fp32"] = n_params * 4
@@ -183,6 +185,7 @@ def bound() -> dict:
     out["bound_tok_s_bf16"] = out["gbps_bf16"] * 1e9 / (n_params * 2)
     if "gbps_stream_fp32" in out:
         out["bound_tok_s_stream_fp32"] = out["gbps_stream_fp32"] * 1e9 / out["weight_bytes_fp32"]
+        out["bound_tok_s_stream_bf16"] = out["gbps_stream_bf16"] * 1e9 / (n_params * 2)
     return out
 
 
@@ -250,6 +253,11 @@ def main() -> None:
             k: med[k] / statistics.median(x["bound_tok_s_stream_fp32"] for x in raw["bound"])
             for k in FP32
             if k in med and "bound" in raw and "bound_tok_s_stream_fp32" in raw["bound"][0]
+        },
+        "fraction_of_stream_bound_bf16": {
+            k: med[k] / statistics.median(x["bound_tok_s_stream_bf16"] for x in raw["bound"])
+            for k in ("soft_bf16", "top1_bf16")
+            if k in med and "bound" in raw and "bound_tok_s_stream_bf16" in raw["bound"][0]
         },
         "fraction_of_bandwidth_bound_bf16": {
             k: med[k] / statistics.median(x["bound_tok_s_bf16"] for x in raw["bound"])
