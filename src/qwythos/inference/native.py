@@ -101,12 +101,13 @@ class NativeDecoder:
     (``decode_layout``, ``.to()``) does not, so build it after those."""
 
     def __init__(self, model: PathwayLM):
-        assert available(model, "native")
+        available(model, "native")  # raises, naming the reason, if it cannot
         a = model.config.arch
         self.model = model
         self.experts = isinstance(model.layers[0].mlp.pathways, ExpertPathways)
         self.weights = [w for layer in model.layers for w in _layer_weights(layer)]
-        self.weights += [_t(model.embed_tokens.weight), _t(model.norm.weight), _t(model.lm_head.weight)]
+        globals_ = (model.embed_tokens.weight, model.norm.weight, model.lm_head.weight)
+        self.weights += [w.detach() for w in globals_]
         pw = model.layers[0].mlp.pathways
         self.scale = pw.scale if isinstance(pw, LoRAPathways) else 1.0
         self.eps, self.heads, self.kv_heads = a.rms_norm_eps, a.num_attention_heads, a.num_key_value_heads
@@ -146,28 +147,24 @@ class NativeDecoder:
         return Output(logits=logits[:, None], gates=gates[:, None] if trace else None)
 
 
-def _t(p: torch.Tensor) -> torch.Tensor:
-    return p.detach()
-
-
 def _layer_weights(layer) -> list[torch.Tensor]:
-    """One layer's 13 entries (csrc/decode_step.cpp's header lists them)."""
+    """One layer's 13 entries (csrc/decode_step.cpp's header lists them), detached from autograd."""
     att, pw, none = layer.self_attn, layer.mlp.pathways, torch.empty(0)
     out = [
-        _t(layer.input_layernorm.weight),
-        _t(att.qkv_proj.weight),
-        none if att.qkv_proj.bias is None else _t(att.qkv_proj.bias),
-        _t(att.o_proj.weight),
-        none if att.o_proj.bias is None else _t(att.o_proj.bias),
-        _t(layer.post_attention_layernorm.weight),
-        _t(layer.mlp.router.weight),
+        layer.input_layernorm.weight,
+        att.qkv_proj.weight,
+        none if att.qkv_proj.bias is None else att.qkv_proj.bias,
+        att.o_proj.weight,
+        none if att.o_proj.bias is None else att.o_proj.bias,
+        layer.post_attention_layernorm.weight,
+        layer.mlp.router.weight,
     ]
     if isinstance(pw, ExpertPathways):
-        out += [_t(pw.gate_up), _t(pw.down), none, none, none, none]
+        out += [pw.gate_up, pw.down, none, none, none, none]
     else:
-        out += [_t(pw.base_gate_up), _t(pw.base_down)]
-        out += [_t(pw.lora_A_gate_up), _t(pw.lora_B_gate_up), _t(pw.lora_A_down), _t(pw.lora_B_down)]
+        out += [pw.base_gate_up, pw.base_down, pw.lora_A_gate_up, pw.lora_B_gate_up]
+        out += [pw.lora_A_down, pw.lora_B_down]
     for w in out[:1] + out[5:7] + out[9:]:  # the tensors the C++ loops read directly
         if w.numel() and not w.is_contiguous():
             raise RuntimeError("native decode step: norm, router and LoRA weights must be contiguous")
-    return out
+    return [w.detach() for w in out]
