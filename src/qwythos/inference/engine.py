@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from ..model.block import Routing
+from ..model.cache import BatchCache
 from ..model.transformer import PathwayLM
 from . import native
-from .kv import BatchCache
 from .sampling import SamplingParams, make_generator, sample_token, top_logprobs
 
 SOFT = Routing()
@@ -187,7 +187,7 @@ class DecodeBatch:
             valid[b, T0 - lens[b] :] = True
         pos = (valid.long().cumsum(1) - 1).clamp_min(0)
         bias = torch.tensor([w.request.gear_bias or [0.0] * P for w in work], dtype=torch.float32)
-        cache = self.engine.model_cache(B, T0 + 16)
+        cache = self.engine.model.new_cache(B, T0 + 16)
         cache.reserve(T0, valid)
         want_prompt = any(w.params.prompt_logprobs is not None for w in work)
         out = self.engine.model(
@@ -424,10 +424,6 @@ class Engine:
                 messages, add_generation_prompt=True, tokenize=True, return_dict=False
             )
         )
-
-    def model_cache(self, batch: int, capacity: int) -> BatchCache:
-        p = self.model.embed_tokens.weight
-        return BatchCache(self.model.config.arch, batch, capacity, p.dtype, p.device)
 
     def check(self, request: Request) -> None:
         """ValueError naming the problem if the request cannot run on this model."""

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from ..model.block import ExpertPathways, LoRAPathways, Routing
+from ..model.cache import BatchCache
 from ..model.transformer import Output, PathwayLM
-from .kv import BatchCache
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).parent / "csrc" / "decode_step.cpp"

@@ -1,6 +1,7 @@
 """The pathway language model: a Llama/Mistral decoder whose MLPs are pathway blocks.
 
-Read top to bottom: norm, rotary embedding, KV cache, masks, attention, decoder layer, the model.
+Read top to bottom: norm, rotary embedding, masks, attention, decoder layer, the model (the KV cache is
+``cache.BatchCache``).
 Weights use the HF Llama names except two fusions made at load time (``formats.py``):
 q/k/v -> ``self_attn.qkv_proj`` and the MLP's gate/up -> ``mlp.pathways.base_gate_up``.
 """
@@ -15,6 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .block import ExpertPathways, LoRAPathways, PathwayBlock, Router, Routing
+from .cache import BatchCache
 from .config import ArchConfig, ModelConfig
 
 SOFT = Routing()
@@ -70,37 +72,6 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x (B, heads, T, D); cos/sin (B, 1, T, D)."""
     return x * cos + _rotate_half(x) * sin
-
-
-class KVCache:
-    """Preallocated keys/values for every layer; ``length`` slots are filled (shared by all rows)."""
-
-    def __init__(
-        self,
-        arch: ArchConfig,
-        batch: int,
-        max_len: int,
-        dtype: torch.dtype,
-        device: torch.device | str = "cpu",
-    ):
-        shape = (arch.num_hidden_layers, batch, arch.num_key_value_heads, max_len, arch.head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.max_len = max_len
-        self.length = 0
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k/v (B, KVH, T, D) after the filled slots; return all keys/values so far."""
-        start, end = self.length, self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache is full ({self.max_len} slots); raise max_len")
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only the given batch rows (e.g. drop finished sequences)."""
-        self.k, self.v = self.k[:, rows], self.v[:, rows]
 
 
 def build_mask(
@@ -159,7 +130,7 @@ class Attention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
-        cache: KVCache | None,
+        cache: BatchCache | None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv * self.head_dim
@@ -243,7 +214,7 @@ class PathwayLM(nn.Module):
         position_ids: torch.Tensor | None = None,
         key_valid: torch.Tensor | None = None,
         seq_ids: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: BatchCache | None = None,
         routing: Routing = SOFT,
         last_only: bool = False,
         trace: bool = False,
@@ -286,6 +257,7 @@ class PathwayLM(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
+    def new_cache(self, batch: int, max_len: int) -> BatchCache:
+        """An empty cache for ``batch`` rows and up to ``max_len`` tokens each (the engine also grows it)."""
         p = self.embed_tokens.weight
-        return KVCache(self.config.arch, batch, max_len, p.dtype, p.device)
+        return BatchCache(self.config.arch, batch, max_len, p.dtype, p.device)

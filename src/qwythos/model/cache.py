@@ -1,4 +1,5 @@
-"""A KV cache for a batch whose rows come and go (continuous batching).
+"""The KV cache: preallocated keys/values for every layer, for a batch whose rows come and go (continuous
+batching in the engine; a plain cache for one fixed batch is the same object, never resized).
 
 Every row shares the slot count ``length``; a row that joined later (or had a shorter prompt) has invalid,
 left-padded slots before its first token, marked False in ``valid``. Keys are stored after RoPE with each
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model.config import ArchConfig
+from .config import ArchConfig
 
 
 class BatchCache:
