@@ -4,11 +4,15 @@ and gates, for every routing mode, gear bias, padded rows, GQA, biases, sliding 
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from conftest import make_tiny_base, randomise
+from qwythos.inference import native
 from qwythos.inference.engine import Engine, Request, parse_routing
 from qwythos.inference.sampling import SamplingParams
 from qwythos.model.base import load_tokenizer
@@ -129,11 +133,32 @@ def test_native_step_is_for_fp32_and_bf16_and_auto_falls_back(lora):
         Engine(model, tok, decode_kernel="fast")
 
 
+def test_without_a_compiler_the_torch_forward_decodes_and_the_log_says_why(
+    lora, tmp_path, monkeypatch, caplog
+):
+    env = {
+        **os.environ,
+        "CXX": "/bin/false",
+        "TORCH_EXTENSIONS_DIR": str(tmp_path),
+    }  # a real build that fails
+    code = "from qwythos.inference import native; print(native.build())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    reason = out.stdout.strip().splitlines()[-1]
+    assert "/bin/false" in reason
+    model, tok, _ = lora
+    monkeypatch.setattr(native, "build", lambda: reason)
+    with caplog.at_level("WARNING"):
+        engine = Engine(model, tok, decode_kernel="auto")
+    assert engine.native is None and reason in caplog.text
+    with pytest.raises(RuntimeError, match="native decode step unavailable"):
+        Engine(model, tok, decode_kernel="native")
+    request = Request(tok.encode("Tom has 3"), SamplingParams(max_new_tokens=3, ignore_eos=True))
+    assert len(engine.generate([request])[0].token_ids) == 3
+
+
 @pytest.mark.parametrize("rows", [1, 3, 8, 9])
 @pytest.mark.parametrize("transposed", [True, False])
 def test_the_streamed_weight_product_equals_a_matrix_product(rows, transposed):
-    from qwythos.inference import native
-
     assert native.build() is None
     g = torch.Generator().manual_seed(rows)
     W = torch.randn(5001, 70, generator=g)  # more outputs than one chunk, not a multiple of it

@@ -38,6 +38,8 @@ KERNELS = ("auto", "native", "torch")
 @functools.cache
 def build() -> str | None:
     """Build (or load the cached build of) the op; None when loaded, else why it could not be."""
+    if hasattr(torch.ops.qwythos, "decode_step"):  # already in this process: never load a second copy
+        return None
     if shutil.which("ninja") is None:  # the `ninja` wheel puts its binary beside this interpreter
         os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     from torch.utils.cpp_extension import load
