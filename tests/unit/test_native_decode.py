@@ -7,6 +7,7 @@ import copy
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -154,6 +155,17 @@ def test_without_a_compiler_the_torch_forward_decodes_and_the_log_says_why(
         Engine(model, tok, decode_kernel="native")
     request = Request(tok.encode("Tom has 3"), SamplingParams(max_new_tokens=3, ignore_eos=True))
     assert len(engine.generate([request])[0].token_ids) == 3
+
+
+def test_a_lock_left_by_a_killed_build_is_cleared_and_a_live_one_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    for name, age, kept in (("killed", 3600, False), ("building", 5, True)):
+        native.clear_stale_lock(name)  # creates the build folder
+        lock = next(tmp_path.rglob(name)) / "lock"
+        lock.touch()
+        os.utime(lock, (time.time() - age, time.time() - age))
+        native.clear_stale_lock(name)
+        assert lock.exists() == kept
 
 
 @pytest.mark.parametrize("rows", [1, 3, 8, 9])

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -45,9 +46,11 @@ def build() -> str | None:
     from torch.utils.cpp_extension import load
 
     log.info("loading the native decode step (the first build on a machine takes several seconds)")
+    name = f"qwythos_decode_step_{_cpu_id()}"  # built with -march=native: one build per kind of CPU
     try:
+        clear_stale_lock(name)
         load(
-            name=f"qwythos_decode_step_{_cpu_id()}",  # built with -march=native: one build per kind of CPU
+            name=name,
             sources=[str(SOURCE)],
             extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
             is_python_module=False,
@@ -56,6 +59,20 @@ def build() -> str | None:
         lines = str(e).strip().splitlines() or [""]
         return f"{type(e).__name__}: {next((x for x in lines if 'error' in x), lines[-1])}"
     return None
+
+
+def clear_stale_lock(name: str, older_than_s: float = 600.0) -> None:
+    """torch waits forever on the lock file of a build that was killed mid-way; no build takes 10 minutes, so
+    an older lock is stale and goes (with a warning)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > older_than_s:
+            log.warning("removing %s, left by a build that was killed", lock)
+            lock.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _cpu_id() -> str:
