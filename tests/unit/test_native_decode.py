@@ -124,6 +124,15 @@ def test_native_step_with_bf16_weights_tracks_the_fp32_forward_of_those_weights(
             torch.testing.assert_close(done.gates, out.gates[0, at], atol=0.02, rtol=0)
 
 
+def test_the_native_step_refuses_a_cache_that_does_not_fit(lora):
+    model, tok, _ = lora
+    engine = Engine(model, tok, decode_kernel="native")
+    cache = model.new_cache(2, 8)  # two rows; the step below has three
+    ids, pos = torch.tensor([[5], [6], [7]]), torch.tensor([[0], [0], [0]])
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="KV cache does not match"):
+        engine.native.step(ids, pos, cache, Routing(), trace=False)
+
+
 def test_native_step_is_for_fp32_and_bf16_and_auto_falls_back(lora):
     model, tok, _ = lora
     half = copy.deepcopy(model).to(torch.float16)

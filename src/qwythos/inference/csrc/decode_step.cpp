@@ -365,6 +365,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(
     int64_t force, double temperature, double scale, double eps, int64_t heads, int64_t kv_heads,
     int64_t window, bool experts) {
   const int64_t L = (static_cast<int64_t>(weights.size()) - 3) / kPerLayer;
+  TORCH_CHECK(L > 0 && static_cast<int64_t>(weights.size()) == L * kPerLayer + 3, "weights: 13 per layer + 3");
   const at::Tensor &embed = weights[L * kPerLayer], &final_norm = weights[L * kPerLayer + 1],
                    &lm_head = weights[L * kPerLayer + 2];
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && valid.is_contiguous() &&
@@ -374,7 +375,17 @@ std::tuple<at::Tensor, at::Tensor> decode_step(
   TORCH_CHECK(slot < k_cache.size(3), "no free cache slot: reserve() before the step");
   const int64_t H = embed.size(1), D = k_cache.size(4), P = weights[6].size(0);
   const Dims d{ids.size(0), H, heads, kv_heads, D, P, slot, window};
-  TORCH_CHECK(D <= 512, "head_dim above 512");
+  TORCH_CHECK(D <= 512 && D % 2 == 0 && kv_heads > 0 && heads % kv_heads == 0, "unsupported attention shape");
+  TORCH_CHECK(k_cache.size(0) == L && k_cache.size(1) == d.B && k_cache.size(2) == kv_heads &&
+                  v_cache.sizes() == k_cache.sizes() && valid.size(0) == d.B &&
+                  valid.size(1) == k_cache.size(3),
+              "the KV cache does not match the batch or the model");
+  TORCH_CHECK(cos.size(0) == d.B && cos.size(1) == D && sin.sizes() == cos.sizes(), "rotary tables: (B, D)");
+  TORCH_CHECK(!gear_bias || (gear_bias->size(0) == d.B && gear_bias->size(1) == P &&
+                              gear_bias->scalar_type() == at::kFloat && gear_bias->is_contiguous()),
+              "gear bias: (B, P) fp32");
+  TORCH_CHECK(ids.dim() == 1 && ids.scalar_type() == at::kLong, "ids: (B,) int64");
+  TORCH_CHECK(weights[1].size(0) == (heads + 2 * kv_heads) * D && weights[1].size(1) == H, "qkv: (Q+2K, H)");
   at::Tensor x = embed.index_select(0, ids).to(at::kFloat).contiguous();  // (B, H), the residual stream
   at::Tensor xn = at::empty_like(x);
   at::Tensor trace = at::empty({d.B, L, P}, x.options());
