@@ -365,7 +365,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(
     int64_t force, double temperature, double scale, double eps, int64_t heads, int64_t kv_heads,
     int64_t window, bool experts) {
   const int64_t L = (static_cast<int64_t>(weights.size()) - 3) / kPerLayer;
-  TORCH_CHECK(L > 0 && static_cast<int64_t>(weights.size()) == L * kPerLayer + 3, "weights: 13 per layer + 3");
+  TORCH_CHECK(L > 0 && static_cast<int64_t>(weights.size()) == L * kPerLayer + 3, "weights: 13 a layer + 3");
   const at::Tensor &embed = weights[L * kPerLayer], &final_norm = weights[L * kPerLayer + 1],
                    &lm_head = weights[L * kPerLayer + 2];
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && valid.is_contiguous() &&
