@@ -143,6 +143,16 @@ def test_native_step_is_for_fp32_and_bf16_and_auto_falls_back(lora):
         Engine(model, tok, decode_kernel="fast")
 
 
+def test_the_environment_chooses_the_kernel_for_every_entry_point(lora, monkeypatch):
+    model, tok, _ = lora
+    monkeypatch.setenv("QWYTHOS_DECODE_KERNEL", "torch")
+    assert Engine(model, tok).native is None
+    assert Engine(model, tok, decode_kernel="native").native is not None  # an explicit choice wins
+    monkeypatch.setenv("QWYTHOS_DECODE_KERNEL", "fast")
+    with pytest.raises(ValueError, match="QWYTHOS_DECODE_KERNEL"):
+        Engine(model, tok)
+
+
 def test_without_a_compiler_the_torch_forward_decodes_and_the_log_says_why(
     lora, tmp_path, monkeypatch, caplog
 ):

@@ -395,10 +395,12 @@ class Engine:
         mode: str = "soft",
         layout: str = "auto",
         decode_threads: int | str = "auto",
-        decode_kernel: str = "auto",
+        decode_kernel: str | None = None,
     ):
         self.model, self.tokenizer, self.default_mode = model.eval(), tokenizer, mode
-        streamed = native.available(model, decode_kernel)
+        # auto | native | torch; None: $QWYTHOS_DECODE_KERNEL or auto (reaches chat, serve, eval, synth alike)
+        kernel = decode_kernel or os.environ.get("QWYTHOS_DECODE_KERNEL") or "auto"
+        streamed = native.available(model, kernel)
         self.layout = decode_layout(model, layout, streamed)
         self.decode_threads = decode_step_threads(decode_threads)
         self.native = native.NativeDecoder(model) if streamed else None  # None: the model's forward decodes

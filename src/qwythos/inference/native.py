@@ -101,7 +101,7 @@ def available(model: PathwayLM, kernel: str = "auto") -> bool:
     """Whether decode steps run natively for ``kernel``: 'native' (an error naming the reason if it cannot),
     'auto' (False if it cannot, with the reason logged when the model itself was fine) or 'torch' (False)."""
     if kernel not in KERNELS:
-        raise ValueError(f"decode kernel {kernel!r}: use one of {KERNELS}")
+        raise ValueError(f"decode kernel {kernel!r} (Engine or $QWYTHOS_DECODE_KERNEL): use one of {KERNELS}")
     if kernel == "torch":
         return False
     model_reason = unsupported(model)
