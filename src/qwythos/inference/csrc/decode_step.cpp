@@ -187,22 +187,29 @@ struct Dims {
   int64_t B, H, heads, kv_heads, D, P, slot, window;
 };
 
-// Self-attention of each row's new token over its cache slots; writes k/v into slot `slot`.
+// Self-attention of each row's new token over its cache slots; writes k/v into slot `slot`. Each cached key
+// and value is read once for all the query heads that share it (GQA), and the softmax's exp is ATen's
+// vectorised kernel over every head's scores at once: what matters past a few hundred slots, where reading
+// the cache and the exps cost as much as the weights.
 template <typename W>
 at::Tensor attention(const at::Tensor& xn, const at::Tensor* w, at::Tensor& kc, at::Tensor& vc,
                      const at::Tensor& valid, const at::Tensor& cos, const at::Tensor& sin, const Dims& d) {
   const int64_t Q = d.heads * d.D, K = d.kv_heads * d.D, S = kc.size(2), rep = d.heads / d.kv_heads;
   at::Tensor qkv = product(xn, w[1], w[2]).contiguous();  // (B, Q + 2K)
-  at::Tensor y = at::empty({d.B, Q}, xn.options());
+  at::Tensor y = at::zeros({d.B, Q}, xn.options());
   const float scale = 1.f / std::sqrt(static_cast<float>(d.D));
   const int64_t first = d.window > 0 ? std::max<int64_t>(0, d.slot - d.window + 1) : 0;
-  std::vector<float> p(d.slot + 1);
+  const int64_t n = d.slot + 1 - first;  // slots attended to
+  at::Tensor scores = at::empty({d.heads, n}, xn.options());  // one row's scores, head-major
+  float* sc = scores.data_ptr<float>();
+  std::vector<float> best(d.heads), total(d.heads);
   for (int64_t b = 0; b < d.B; ++b) {
     float* row = qkv.data_ptr<float>() + b * (Q + 2 * K);
     const float* c = cos.data_ptr<float>() + b * d.D;
     const float* s = sin.data_ptr<float>() + b * d.D;
     for (int64_t h = 0; h < d.heads + d.kv_heads; ++h) rope(row + h * d.D, c, s, d.D);  // queries and keys
-    const bool* ok = valid.data_ptr<bool>() + b * valid.size(1);
+    const bool* ok = valid.data_ptr<bool>() + b * valid.size(1) + first;
+    std::fill(best.begin(), best.end(), -INFINITY);
     for (int64_t g = 0; g < d.kv_heads; ++g) {
       W* keys = mut<W>(kc) + (b * d.kv_heads + g) * S * d.D;
       W* vals = mut<W>(vc) + (b * d.kv_heads + g) * S * d.D;
@@ -210,25 +217,46 @@ at::Tensor attention(const at::Tensor& xn, const at::Tensor* w, at::Tensor& kc, 
         keys[d.slot * d.D + i] = stored<W>(row[Q + g * d.D + i]);
         vals[d.slot * d.D + i] = stored<W>(row[Q + K + g * d.D + i]);
       }
-      for (int64_t j = 0; j < rep; ++j) {
-        const int64_t head = g * rep + j;
-        const float* q = row + head * d.D;
-        float best = -INFINITY;
-        for (int64_t t = first; t <= d.slot; ++t) {
-          p[t] = ok[t] ? dot(q, keys + t * d.D, d.D) * scale : -INFINITY;
-          best = std::max(best, p[t]);
+      for (int64_t t = 0; t < n; ++t) {
+        const W* k = keys + (first + t) * d.D;
+        for (int64_t h = g * rep; h < (g + 1) * rep; ++h) {
+          const float v = ok[t] ? dot(row + h * d.D, k, d.D) * scale : -INFINITY;
+          sc[h * n + t] = v;
+          best[h] = std::max(best[h], v);
         }
-        float total = 0.f;
-        for (int64_t t = first; t <= d.slot; ++t) total += (p[t] = ok[t] ? std::exp(p[t] - best) : 0.f);
-        float* out = y.data_ptr<float>() + b * Q + head * d.D;
-        std::fill(out, out + d.D, 0.f);
-        for (int64_t t = first; t <= d.slot; ++t) {
-          if (!ok[t]) continue;
-          const float pt = p[t] / total;
-          const W* v = vals + t * d.D;
+      }
+    }
+    for (int64_t h = 0; h < d.heads; ++h) {  // the current slot is always valid: best is finite
+      float* sh = sc + h * n;
 #pragma omp simd
-          for (int64_t i = 0; i < d.D; ++i) out[i] += pt * f32(v[i]);
+      for (int64_t t = 0; t < n; ++t) sh[t] -= best[h];
+    }
+    scores.exp_();
+    for (int64_t h = 0; h < d.heads; ++h) {
+      const float* sh = sc + h * n;
+      float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t t = 0; t < n; ++t) sum += sh[t];
+      total[h] = sum;
+    }
+    for (int64_t g = 0; g < d.kv_heads; ++g) {
+      const W* vals = mut<W>(vc) + (b * d.kv_heads + g) * S * d.D;
+      float* out = y.data_ptr<float>() + b * Q + g * rep * d.D;  // this group's rep heads, contiguous
+      for (int64_t t = 0; t < n; ++t) {
+        if (!ok[t]) continue;
+        const W* v = vals + (first + t) * d.D;
+        for (int64_t j = 0; j < rep; ++j) {
+          const float pt = sc[(g * rep + j) * n + t];
+          float* oh = out + j * d.D;
+#pragma omp simd
+          for (int64_t i = 0; i < d.D; ++i) oh[i] += pt * f32(v[i]);
         }
+      }
+      for (int64_t j = 0; j < rep; ++j) {
+        const float inv = 1.f / total[g * rep + j];
+        float* oh = out + j * d.D;
+#pragma omp simd
+        for (int64_t i = 0; i < d.D; ++i) oh[i] *= inv;
       }
     }
   }
