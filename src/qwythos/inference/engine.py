@@ -363,9 +363,10 @@ def decode_layout(model: nn.Module, layout: str = "auto", streamed: bool = False
 
 def decode_step_threads(threads: int | str = "auto") -> int:
     """Torch threads for decode steps (0 = torch's setting; prefill always keeps it). 'auto': one thread when
-    OpenMP workers sleep between kernels (OMP_WAIT_POLICY=PASSIVE, the CLI's default): a decode step is a
-    couple of thousand small kernels and waking a sleeping worker for each costs more than the second core
-    gives (measured on 2 cores, 1 to 32 rows: bench/bench_decode.py soft vs soft_2t)."""
+    OpenMP workers sleep between kernels (OMP_WAIT_POLICY=PASSIVE, the CLI's default): waking a sleeping
+    worker costs more than the second core gives, both for the PyTorch forward's ~2,200 small kernels a step
+    (1 to 32 rows, bench/bench_decode.py before the native step) and for the native step's weight stream
+    split over two cores (no gain at 1 row, 149 vs 190 tok/s at 8)."""
     if threads == "auto":
         return 1 if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else 0
     if not isinstance(threads, int) or threads < 0:

@@ -3,9 +3,10 @@ batching in the engine; a plain cache for one fixed batch is the same object, ne
 
 Every row shares the slot count ``length``; a row that joined later (or had a shorter prompt) has invalid,
 left-padded slots before its first token, marked False in ``valid``. Keys are stored after RoPE with each
-row's own positions, so a row's slots can be moved left or right without changing attention. The model only
-calls ``length`` and ``update``; the batch grows (``reserve``), drops rows (``select``) and takes in rows
-prefilled elsewhere (``merge``).
+row's own positions, so a row's slots can be moved left or right without changing attention. The model's
+forward calls ``length`` and ``update``; the native decode step (inference/native.py) reads ``k``, ``v`` and
+``valid`` directly, which stay contiguous. The batch grows (``reserve``), drops rows (``select``) and takes
+in rows prefilled elsewhere (``merge``).
 """
 
 from __future__ import annotations

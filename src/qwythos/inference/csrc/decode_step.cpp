@@ -10,7 +10,7 @@
 // are fp32 throughout, so a bf16 model reads half the bytes and rounds only its weights and cached keys and
 // values (the torch forward of a bf16 model also rounds every activation).
 //
-// Layer weights arrive as one flat list, kPerLayer entries per layer (see native.py's pack()):
+// Layer weights arrive as one flat list, kPerLayer entries per layer (native.py's _layer_weights):
 //   0 input norm (H)   1 qkv (Q+2K, H)   2 qkv bias or empty   3 o (H, Q)   4 o bias or empty
 //   5 post norm (H)    6 router (P, H)
 //   LoRA pathways:  7 base gate_up (2I, H)  8 base down (H, I)  9 A gate_up (P, 2, r, H)
