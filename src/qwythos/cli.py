@@ -298,6 +298,9 @@ def _serve(sub) -> None:
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429")
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="default: the model's context")
     p.add_argument("--max-total-tokens", type=int, default=None, help="prompt + completion limit")
+    p.add_argument(
+        "--max-body-bytes", type=int, default=4 * 1024 * 1024, help="larger request bodies get 413"
+    )
     _dtype_arg(p)
     p.add_argument(
         "--graceful-timeout",
@@ -319,6 +322,7 @@ def _serve(sub) -> None:
             max_queue=a.max_queue,
             max_prompt_tokens=a.max_prompt_tokens,
             max_total_tokens=a.max_total_tokens,
+            max_body_bytes=a.max_body_bytes,
             graceful_timeout=a.graceful_timeout,
             dtype=a.dtype,
         )

@@ -147,6 +147,26 @@ def test_openai_client_sees_4xx_errors_without_retrying(client, model_dir, serve
     assert httpx.get(server.url + "/health").status_code == 200
 
 
+def test_a_body_over_the_limit_is_a_413_not_a_reset_connection(server, model_dir):
+    """20 MB with a Content-Length, and a chunked body with none: the server reads and drops the rest, then
+    answers 413 in the OpenAI shape (it used to close the socket mid-upload: 'connection reset')."""
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    big = b'{"model": "x", "prompt": "' + b"a" * (20 * 1024 * 1024) + b'"}'
+
+    def chunks():
+        for _ in range(80):
+            yield b"a" * 65536
+
+    for content in (big, chunks()):
+        r = httpx.post(server.url + "/v1/completions", content=content, headers=headers, timeout=60)
+        err = r.json()["error"]
+        assert (
+            r.status_code == 413 and err["code"] == "body_too_large" and "--max-body-bytes" in err["message"]
+        )
+    ok = {"model": model_dir.name, "prompt": "x", "max_tokens": 1}
+    assert httpx.post(server.url + "/v1/completions", json=ok, headers=headers).status_code == 200
+
+
 def test_a_disconnecting_client_cancels_its_generation(server, model_dir):
     before = server.metric('qwythos_finished_total{reason="abort"}')
     body = {

@@ -66,21 +66,58 @@ class Guard:
                     type_="authentication_error",
                     code="invalid_api_key",
                 )
+        limit = self.settings.max_body_bytes
         length = headers.get(b"content-length")
-        if error is None and length is not None and length.isdigit():
-            if int(length) > self.settings.max_body_bytes:
-                error = ApiError(
-                    413,
-                    f"request body is {int(length)} bytes; the limit is {self.settings.max_body_bytes}",
-                    code="body_too_large",
-                )
+        if error is None and length is not None and length.isdigit() and int(length) > limit:
+            error = body_too_large(int(length), limit)
+        if error is not None:
+            receive = await drained(receive)  # a client still sending would see its connection reset
         try:
             if error is not None:
                 await error_response(error)(scope, receive, send_status)
             else:
-                await self.app(scope, receive, send_status)
+                await self.app(scope, limited(receive, limit), send_status)
         finally:
             self.metrics.request(route, status[0], time.perf_counter() - start)
+
+
+def body_too_large(size: int, limit: int, more: bool = False) -> ApiError:
+    return ApiError(
+        413,
+        f"request body is {size}{'+' if more else ''} bytes; this server's limit is {limit} "
+        "(qwythos serve --max-body-bytes)",
+        code="body_too_large",
+    )
+
+
+async def drained(receive):
+    """Read (and drop) the rest of the request body; returns a receive that reports it as read."""
+    message = {"more_body": True}
+    while message.get("more_body") and message.get("type", "http.request") == "http.request":
+        message = await receive()
+
+    async def done():
+        return {"type": "http.disconnect"} if message.get("type") == "http.disconnect" else await receive()
+
+    return done
+
+
+def limited(receive, limit: int):
+    """A receive that raises 413 once a body without a Content-Length (chunked) grows past the limit."""
+    size = 0
+
+    async def guarded():
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                if message.get("more_body"):
+                    await drained(receive)
+                raise body_too_large(size, limit, more=True)
+        return message
+
+    return guarded
 
 
 def error_response(e: ApiError) -> JSONResponse:
@@ -91,7 +128,7 @@ def _validation_error(_, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
     loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-    param = ".".join(loc) or None
+    param = ".".join(loc) or (first.get("ctx") or {}).get("param")  # a model-level check names its field
     if first.get("type") == "json_invalid":
         return error_response(ApiError(400, f"request body is not valid JSON: {first.get('msg')}"))
     msg = first.get("msg", "invalid value").removeprefix("Value error, ")

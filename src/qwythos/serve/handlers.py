@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 from starlette.responses import StreamingResponse
 
@@ -37,7 +38,10 @@ class ServeSettings:
     max_body_bytes: int = 4 * 1024 * 1024  # larger request bodies get 413
 
 
-class ApiError(Exception):
+class ApiError(HTTPException):
+    """A 4xx/5xx answer in the OpenAI error shape. An HTTPException, so FastAPI passes it through even when it
+    is raised while the body is read (the body-size guard's limited receive)."""
+
     def __init__(
         self,
         status: int,
@@ -47,7 +51,7 @@ class ApiError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ):
-        super().__init__(message)
+        super().__init__(status, message, headers)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
         self.headers = headers or {}
 
@@ -400,6 +404,14 @@ def _one(gates):
 
 async def chat_completions(svc: Service, req: P.ChatCompletionRequest, http: HttpRequest):
     svc.check_model(req.model)
+    if (field := req.unsupported()) is not None:
+        raise ApiError(
+            400,
+            f"{field} is not supported by this server yet (no grammar-constrained decoding): remove it; "
+            "a reply that ignored it would mislead the client",
+            param=field,
+            code="unsupported_parameter",
+        )
     routing, bias = svc.routing(req.gear)
     try:
         messages = [

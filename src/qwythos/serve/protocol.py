@@ -12,11 +12,47 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 # ---------------------------------------------------------------- requests
 
+SEED_RANGE = (-(2**63), 2**63 - 1)  # what torch.Generator.manual_seed takes (n > 1 adds the choice index)
 
-class Gear(BaseModel):
+
+def lone_surrogate(value: Any, path: str = "") -> str | None:
+    """The path of the first string inside value holding a lone UTF-16 surrogate (valid JSON, not text)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if (found := lone_surrogate(v, f"{path}.{k}" if path else str(k))) is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if (found := lone_surrogate(v, f"{path}.{i}" if path else str(i))) is not None:
+                return found
+    return None
+
+
+class WireModel(BaseModel):
+    """A request body: every string must be text (a lone surrogate such as "\\ud800" is valid JSON only)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        if (path := lone_surrogate(data)) is not None:
+            raise PydanticCustomError(
+                "lone_surrogate",
+                "holds a lone UTF-16 surrogate (e.g. \\ud800), which is not text; send UTF-8 text",
+                {"param": path},
+            )
+        return data
+
+
+class Gear(WireModel):
     """Steer the pathways for this request: ``{"bias": {"reasoning": 1.5}, "mode": "top1"}``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -46,7 +82,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(WireModel):
     """Fields shared by /v1/completions and /v1/chat/completions."""
 
     model_config = ConfigDict(extra="ignore")  # clients send fields we do not use (user, metadata, ...)
@@ -58,7 +94,7 @@ class SamplingFields(BaseModel):
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     n: int = Field(1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -119,9 +155,29 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=0)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # not implemented yet: refused with a 400 (handlers.refuse_unsupported), never silently ignored
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    response_format: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+
+    def unsupported(self) -> str | None:
+        """The first field asking for something this server does not do yet (None: all is supported)."""
+        if self.tools:
+            return "tools"
+        if self.functions:
+            return "functions"
+        if self.tool_choice not in (None, "none"):
+            return "tool_choice"
+        if self.function_call not in (None, "none"):
+            return "function_call"
+        if self.response_format not in (None, {"type": "text"}):
+            return "response_format"
+        return None
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(WireModel):
     model_config = ConfigDict(extra="ignore")
     model: str | None = None
     prompt: str | None = None
@@ -135,7 +191,7 @@ class TokenizeRequest(BaseModel):
         return self
 
 
-class DetokenizeRequest(BaseModel):
+class DetokenizeRequest(WireModel):
     model_config = ConfigDict(extra="ignore")
     model: str | None = None
     tokens: list[int]

@@ -37,12 +37,14 @@ def serve(
     max_queue: int = 64,
     max_prompt_tokens: int | None = None,
     max_total_tokens: int | None = None,
+    max_body_bytes: int = 4 * 1024 * 1024,
     graceful_timeout: float = 120.0,
     dtype: str = "float32",
 ) -> None:
     import uvicorn
 
-    for name, value in (("--max-batch", max_batch), ("--max-queue", max_queue), ("--port", port)):
+    checks = (("--max-batch", max_batch), ("--max-queue", max_queue), ("--port", port))
+    for name, value in (*checks, ("--max-body-bytes", max_body_bytes)):
         if value < 0 or (name != "--port" and value == 0):
             raise ValueError(f"{name} ({value}) must be > 0")
     settings = ServeSettings(
@@ -52,6 +54,7 @@ def serve(
         max_queue=max_queue,
         max_prompt_tokens=max_prompt_tokens,
         max_total_tokens=max_total_tokens,
+        max_body_bytes=max_body_bytes,
     )
     app = build_app(model_dir, settings, dtype)
     if settings.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):

@@ -8,7 +8,6 @@ back with ``error`` set (and are not cached), so the caller rejects them with a 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -19,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..files import model_files, sha256_files
 from .cache import RequestCache, request_key
 from .config import TeacherConfig
 
@@ -86,12 +86,11 @@ class LocalTeacher:
         self.engine = load_engine(self.model_dir, dtype)
         self.batch_size = batch_size
         self.routing, _ = self.engine.routing(None, None)
-        digest = hashlib.sha256()
-        for f in sorted(self.model_dir.glob("*.json")):
-            digest.update(f.name.encode() + f.read_bytes())
-        # replies sampled in another dtype differ: they are another teacher's (float32 keeps the old name)
+        # the cache key: config, tokenizer, the base's verified sha256 (in qwythos.json) and the trained
+        # weights, so a retrained model never gets the old one's replies; another dtype is another teacher
+        digest = sha256_files(model_files(self.model_dir))
         suffix = "" if dtype == "float32" else f":{dtype}"
-        self.name = f"local:{self.model_dir.name}:{digest.hexdigest()[:16]}{suffix}"
+        self.name = f"local:{self.model_dir.name}:{digest[:16]}{suffix}"
 
     def stream(self, requests: list[ChatRequest]) -> Iterator[tuple[int, Reply]]:
         from ..inference.engine import Request

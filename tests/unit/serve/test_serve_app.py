@@ -204,6 +204,57 @@ def test_bad_input_is_4xx_in_the_openai_shape(client, body, status, param):
     assert err["param"] == param or (param and err["param"] and err["param"].startswith(param))
 
 
+CHAT = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"seed": 2**70}, 422, "seed"),  # was a 500: "Overflow when unpacking long long"
+        ({"seed": -(2**63) - 1}, 422, "seed"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, 400, "tools"),
+        ({"tool_choice": "required"}, 400, "tool_choice"),
+        ({"response_format": {"type": "json_object"}}, 400, "response_format"),
+        ({"functions": [{"name": "f"}]}, 400, "functions"),
+    ],
+)
+def test_chat_fields_that_once_gave_a_5xx_or_were_ignored(client, body, status, param):
+    r = client.post("/v1/chat/completions", json={"model": "tiny", "messages": CHAT, "max_tokens": 2, **body})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and param in err["message"]
+
+
+def test_harmless_tool_fields_and_the_largest_seeds_still_generate(client):
+    for extra in (
+        {"tool_choice": "none"},
+        {"response_format": {"type": "text"}},
+        {"seed": 2**63 - 1, "n": 3},
+    ):
+        body = {"model": "tiny", "messages": CHAT, "max_tokens": 2, **extra}
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("route", "raw", "param"),
+    [
+        (
+            "/v1/chat/completions",
+            '{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800"}]}',
+            "messages.0.content",
+        ),
+        ("/v1/completions", '{"model": "tiny", "prompt": "a\\udfffb"}', "prompt"),
+        ("/v1/completions", '{"model": "tiny", "prompt": "x", "stop": ["\\ud800"]}', "stop.0"),
+        ("/tokenize", '{"prompt": "\\ud800"}', "prompt"),
+    ],
+)
+def test_a_lone_surrogate_is_a_4xx_naming_the_field(client, route, raw, param):
+    """Valid JSON, not text: the tokenizer raised a TypeError (a 500) on it."""
+    r = client.post(route, content=raw.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == param and "surrogate" in r.json()["error"]["message"]
+
+
 def test_malformed_json_unknown_route_and_big_body(client, engine):
     r = client.post("/v1/completions", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"

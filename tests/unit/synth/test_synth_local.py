@@ -50,6 +50,27 @@ def test_a_bfloat16_teacher_is_another_teacher_in_the_cache(model_dir):
     assert all(r.error is None and r.completion_tokens > 0 for r in replies)
 
 
+def test_retrained_weights_are_another_teacher_in_the_cache(model_dir, tmp_path):
+    """Same config files, other pathways.safetensors: the old model's cached replies are not served."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    other = shutil.copytree(model_dir, tmp_path / "copy" / model_dir.name)
+    weights = load_file(other / "pathways.safetensors")
+    save_file({k: v + 0.5 for k, v in weights.items()}, other / "pathways.safetensors")
+    assert [f.read_bytes() for f in sorted(other.glob("*.json"))] == [
+        f.read_bytes() for f in sorted(model_dir.glob("*.json"))
+    ]
+    assert LocalTeacher(other).name != LocalTeacher(model_dir).name
+    cache = RequestCache(tmp_path / "c.sqlite")
+    CachedTeacher(LocalTeacher(model_dir), cache).complete(chats())
+    retrained = CachedTeacher(LocalTeacher(other), cache)
+    retrained.complete(chats())
+    assert retrained.stats["cached"] == 0 and retrained.stats["paid"] == len(PROMPTS)
+    assert LocalTeacher(model_dir).name == LocalTeacher(model_dir).name  # and stable for the same weights
+
+
 def test_local_replies_are_cached(model_dir, tmp_path):
     cached = CachedTeacher(LocalTeacher(model_dir, batch_size=4), RequestCache(tmp_path / "c.sqlite"))
     first = cached.complete(chats(temperature=1.0))
