@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,60 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import make_tiny_base, randomise
-from qwythos.model.config import PathwayConfig
-from qwythos.model.formats import build_model, save_model
-
-KEY = "test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serving import KEY, Server, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("serve")
-    base = make_tiny_base(root / "base", num_hidden_layers=4, hidden_size=128, intermediate_size=256)
-    model, folder = build_model(base, PathwayConfig(rank=4))
-    return save_model(randomise(model, seed=2), root / "tiny", base_source=str(base), base_folder=folder)
-
-
-class Server:
-    def __init__(self, model_dir: Path, *extra: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "QWYTHOS_API_KEY": KEY, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "qwythos.cli", "serve", str(model_dir), "--port", str(self.port), *extra],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-            if self.proc.poll() is not None:
-                break
-        raise RuntimeError("server did not start:\n" + self.stop())
-
-    def metric(self, name: str) -> float:
-        text = httpx.get(self.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
-        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-        return float(m.group(1)) if m else 0.0
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=timeout)
-        return out
+    return tiny_model_dir(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")
