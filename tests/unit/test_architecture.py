@@ -175,3 +175,55 @@ def test_the_check_sees_lazy_imports_and_optional_packages_are_really_optional()
 @pytest.mark.parametrize("verb", ["init", "generate", "export"])
 def test_model_verbs_need_only_the_core(verb):
     assert TABLE["verbs"][verb] == []
+
+
+def breaches() -> set[str]:
+    """'importer -> imported module' for every import across stages, or of the CLI from library code."""
+    stages = set(TABLE["imports"]["stages"])
+    out = set()
+    for path in sorted(SRC.rglob("*.py")):
+        here = module_name(path)
+        if here.count(".") < 1:
+            continue
+        package = here.split(".")[1]
+        for name in module_imports(here):
+            parts = name.split(".")
+            if parts[0] != "qwythos" or len(parts) < 2:
+                continue
+            target = ".".join(parts[:3]) if module_file(".".join(parts[:3])) else ".".join(parts[:2])
+            if module_file(target) is None:
+                continue
+            sideways = package in stages and parts[1] in stages and parts[1] != package
+            if sideways or (parts[1] == "cli" and package != "cli"):
+                out.add(f"{here} -> {target}")
+    return out
+
+
+def test_stages_never_import_each_other_beyond_the_declared_debt():
+    found, debt = breaches(), set(TABLE["imports"]["debt"])
+    assert not found - debt, (
+        "new imports across stages (or of the CLI); move the shared idea below the stages:\n"
+        + ("\n".join(sorted(found - debt)))
+    )
+    assert not debt - found, "paid off: remove from [tool.qwythos.imports] debt:\n" + "\n".join(
+        sorted(debt - found)
+    )
+
+
+def test_the_import_rule_sees_a_sideways_import(tmp_path, monkeypatch):
+    fake = tmp_path / "qwythos"
+    for sub in ("serve", "train"):
+        (fake / sub).mkdir(parents=True)
+        (fake / sub / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "train" / "loop.py").write_text("")
+    (fake / "cli.py").write_text("")
+    (fake / "serve" / "app.py").write_text(
+        "import qwythos.cli\n\n\ndef f():\n    from qwythos.train import loop\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "SRC", fake)
+    module_imports.cache_clear()
+    try:
+        assert breaches() == {"qwythos.serve.app -> qwythos.train", "qwythos.serve.app -> qwythos.cli"}
+    finally:
+        module_imports.cache_clear()
