@@ -1,4 +1,4 @@
-from qwythos.eval.metrics import distinct_n, gsm_answer, gsm_match, repetition_rate, self_bleu
+from qwythos.text import distinct_n, gsm_answer, gsm_match, repetition_rate, self_bleu
 
 
 def test_gsm_strict_and_flexible():

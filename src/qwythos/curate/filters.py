@@ -12,7 +12,7 @@ import re
 import string
 from collections.abc import Callable
 
-from ..eval.metrics import gsm_answer, normalise_number
+from ..text import gsm_answer, normalise_number
 from .config import QualityConfig
 from .ngrams import tokens_bytes
 from .records import Record

@@ -269,7 +269,7 @@ def response_tokens(record: Record) -> int:
     tokens = record.meta.get("tokens")
     if isinstance(tokens, int):
         return tokens
-    from ..eval.metrics import words
+    from ..text import words
 
     return len(words(record.text))
 

@@ -19,11 +19,11 @@ import torch
 
 from ..inference.engine import Engine
 from ..inference.sampling import SamplingParams
+from ..text import distinct_n, gsm_answer, gsm_match, repetition_rate, self_bleu, words
 from . import consistency as cons
 from . import texts
 from .data import GsmProblem
 from .generation import Job, Output
-from .metrics import distinct_n, gsm_answer, gsm_match, repetition_rate, self_bleu, words
 
 # ---------------------------------------------------------------- reasoning
 

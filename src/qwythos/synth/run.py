@@ -21,7 +21,7 @@ import yaml
 from tqdm import tqdm
 
 from ..config import load_config, to_dict
-from ..eval.metrics import distinct_n, self_bleu
+from ..text import distinct_n, self_bleu
 from .cache import RequestCache
 from .config import SynthConfig
 from .generators import Part, Task, build_tasks

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from ..eval.metrics import distinct_n, gsm_answer, normalise_number, repetition_rate
+from ..text import distinct_n, gsm_answer, normalise_number, repetition_rate
 from .config import ScoreConfig
 
 log = logging.getLogger(__name__)

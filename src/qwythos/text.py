@@ -1,4 +1,4 @@
-"""Text metrics shared by curation, synthesis and evaluation.
+"""Text metrics and answer parsing, below the stages: curation, synthesis and evaluation all use them.
 
 GSM8K answers: strict reads the number after ``####``; flexible takes the last number in the text
 (lm-evaluation-harness's two filters). Narrative: distinct-n, self-BLEU and repetition rate.
