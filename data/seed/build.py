@@ -24,7 +24,7 @@ import yaml
 
 from qwythos.curate.dataset import read_dataset
 from qwythos.curate.run import curate
-from qwythos.eval.metrics import distinct_n, self_bleu
+from qwythos.text import distinct_n, self_bleu
 from qwythos.synth.run import synth
 
 HERE = Path(__file__).resolve().parent
