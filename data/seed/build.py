@@ -24,8 +24,8 @@ import yaml
 
 from qwythos.curate.dataset import read_dataset
 from qwythos.curate.run import curate
-from qwythos.text import distinct_n, self_bleu
 from qwythos.synth.run import synth
+from qwythos.text import distinct_n, self_bleu
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
