@@ -18,6 +18,7 @@ from qwythos.model.config import PathwayConfig
 from qwythos.model.formats import build_model, save_model
 
 KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}  # the headers every request to the test server needs
 
 
 def free_port() -> int:
@@ -58,7 +59,7 @@ class Server:
         raise RuntimeError("server did not start:\n" + self.stop())
 
     def metric(self, name: str) -> float:
-        text = httpx.get(self.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+        text = httpx.get(self.url + "/metrics", headers=AUTH).text
         m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
         return float(m.group(1)) if m else 0.0
 

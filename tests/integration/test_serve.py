@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving import KEY, Server, tiny_model_dir
+from serving import AUTH, KEY, Server, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_openai_client_sees_4xx_errors_without_retrying(client, model_dir, serve
 def test_a_body_over_the_limit_is_a_413_not_a_reset_connection(server, model_dir):
     """20 MB with a Content-Length, and a chunked body with none: the server reads and drops the rest, then
     answers 413 in the OpenAI shape (it used to close the socket mid-upload: 'connection reset')."""
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    headers = {**AUTH, "Content-Type": "application/json"}
     big = b'{"model": "x", "prompt": "' + b"a" * (20 * 1024 * 1024) + b'"}'
 
     def chunks():
@@ -128,7 +128,7 @@ def test_a_disconnecting_client_cancels_its_generation(server, model_dir):
         "n": 4,
         "stream": True,
     }
-    headers = {"Authorization": f"Bearer {KEY}"}
+    headers = AUTH
     with (
         httpx.Client(timeout=30) as http,
         http.stream("POST", server.url + "/v1/completions", json=body, headers=headers) as r,
@@ -151,7 +151,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(model_dir):
     def ask():
         r = httpx.post(
             s.url + "/v1/completions",
-            headers={"Authorization": f"Bearer {KEY}"},
+            headers=AUTH,
             timeout=60,
             json={"model": model_dir.name, "prompt": "Once", "max_tokens": 300, "temperature": 0},
         )

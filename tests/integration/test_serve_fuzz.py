@@ -12,9 +12,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from serving import KEY, Server, tiny_model_dir
+from serving import AUTH, Server, tiny_model_dir
 
-AUTH = {"Authorization": f"Bearer {KEY}"}
 MAX_EXAMPLES = 30
 
 
