@@ -25,7 +25,7 @@ from qwythos.curate.decontam import EvalIndex  # noqa: E402
 from qwythos.curate.dedup import ExactDedup, NearDedup, signatures, text_hash  # noqa: E402
 from qwythos.curate.ngrams import words  # noqa: E402
 from qwythos.curate.normalise import dedup_key  # noqa: E402
-from qwythos.curate.records import Record  # noqa: E402
+from qwythos.records import Record  # noqa: E402
 
 
 def make_docs(n: int, seed: int = 0) -> list[str]:

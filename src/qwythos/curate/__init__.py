@@ -5,7 +5,7 @@ records -> readers -> pipeline (normalise, label rules, quality, decontam, featu
 embeddings, difficulty, select, curriculum) -> dataset folder; select.select_next for active learning.
 """
 
-from .dataset import read_dataset, read_pool
-from .records import Record
+from ..dataset import read_dataset, read_pool
+from ..records import Record
 
 __all__ = ["Record", "read_dataset", "read_pool"]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..records import Record
 from .ngrams import ngram_hashes, tokens
-from .records import Record
 
 log = logging.getLogger(__name__)
 _SHIFT = np.uint64(64 - 24)  # the prefilter: one bit per top-24-bit prefix of an indexed n-gram hash

@@ -12,10 +12,10 @@ import re
 import string
 from collections.abc import Callable
 
+from ..records import Record
 from ..text import gsm_answer, normalise_number
 from .config import QualityConfig
 from .ngrams import tokens_bytes
-from .records import Record
 
 Verdict = tuple[str, str] | None
 

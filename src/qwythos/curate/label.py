@@ -17,9 +17,9 @@ from importlib import resources
 
 import numpy as np
 
+from ..records import MIXED, Record
 from .config import LabelConfig
 from .ngrams import tokens_bytes
-from .records import Record
 
 # Cues: (log-odds per hit, max hits counted). Single words are counted from the word list in one pass;
 # phrases by substring counts; only the few real patterns are regexes (on the lower-cased text).
@@ -170,7 +170,7 @@ def label_rules(record: Record, cfg: LabelConfig) -> bool:
     record.meta["label"] = {"prior": round(z_prior, 3), "rules": round(z_rules, 3)}
     spans = mixed_spans(record, cfg)
     if spans is not None:
-        record.pathway, record.spans = "mixed", spans
+        record.pathway, record.spans = MIXED, spans
         covered = sum(s["end"] - s["start"] for s in spans)
         record.pathway_confidence = round(min(1.0, covered / max(1, len(record.response))), 4)
         return False

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from ..records import Record
 from .config import NormaliseConfig
-from .records import Record
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 _SPACES = re.compile(r"(?<=\S)[ \t\u00a0]{2,}")  # runs inside a line (leading indentation is kept)

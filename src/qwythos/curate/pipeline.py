@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import from_dict
+from ..records import Record, Reject, reject
 from .config import CurateConfig
 from .decontam import EvalIndex, contamination
 from .dedup import signatures, text_hash
@@ -28,7 +29,6 @@ from .label import embed_text, label_rules
 from .ngrams import tokens_bytes
 from .normalise import normalise
 from .readers import Unit, read_unit
-from .records import Record, Reject, reject
 from .select import solution_steps
 
 log = logging.getLogger(__name__)

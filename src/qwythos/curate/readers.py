@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .records import Record, Reject, check_spans
+from ..records import Record, Reject, check_spans
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from ..config import ConfigError, load_config, to_dict
+from ..dataset import FORMAT, VERSION, read_dataset, records_table, shard_name
+from ..records import Record
 from .config import CurateConfig, InputConfig, config_hash
-from .dataset import FORMAT, VERSION, read_dataset, records_table, shard_name
 from .decontam import EvalIndex
 from .dedup import ExactDedup, NearDedup, signatures, text_hash
 from .embed import Embedder
@@ -35,7 +36,6 @@ from .label import PathwayClassifier, from_logodds, prototypes
 from .normalise import normalise
 from .pipeline import REJECT_SCHEMA, TokenCounter, run_units, write_atomic
 from .readers import plan_units, read_file, source_name
-from .records import Record
 from .select import curriculum, difficulty, select
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def curate(
     executor: str = "local",
     overrides: list[str] | None = None,
 ) -> Path:
-    """Curate the inputs into a dataset folder ``out`` (see qwythos.curate.dataset); returns ``out``."""
+    """Curate the inputs into a dataset folder ``out`` (see qwythos.dataset); returns ``out``."""
     if executor not in ("local", "ray"):
         raise ValueError(f"--executor {executor!r} must be 'local' or 'ray'")
     cfg = resolve_config(inputs, decontaminate, config, preset, overrides)

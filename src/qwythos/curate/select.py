@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import from_dict
+from ..records import Record
 from .config import Budget, CurriculumConfig
-from .records import Record
 
 log = logging.getLogger(__name__)
 
@@ -373,8 +373,8 @@ def select_round(
 ) -> Path:
     """One active-learning round from the command line: score the pool of a curated ``dataset`` with
     ``model``, pick the next batch with ``select_next`` and write it as a curated folder ``out``."""
+    from ..dataset import read_manifest, read_pool, write_dataset
     from ..model.formats import load_model
-    from .dataset import read_manifest, read_pool, write_dataset
 
     read_manifest(dataset)  # a clear error for a folder that is not a curated dataset
     exclude_ids = exclude_ids or set()

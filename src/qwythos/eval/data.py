@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..curate.records import Record
+from ..records import Record
 from . import texts
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def training_records(dataset: str | None, narrative: Path) -> tuple[list[Record]
         try:
             records, note = load_records(dataset), f"the run's training set {dataset}"
             if (Path(dataset) / "manifest.json").is_file():  # active-learning rounds train on pool records
-                from ..curate.dataset import read_manifest, read_pool
+                from ..dataset import read_manifest, read_pool
 
                 if read_manifest(Path(dataset))["shards"].get("pool"):
                     records, note = records + read_pool(dataset), note + " and its pool"

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..curate.records import Record
 from ..model.block import Routing
 from ..model.losses import IGNORE
 from ..model.transformer import PathwayLM
+from ..records import Record
 from ..train.config import DataSection
 from ..train.data import Example, render
 

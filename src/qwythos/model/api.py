@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .base import DEFAULT_BASE
-from .config import PathwayConfig
+from .config import DEFAULT_PATHWAYS, PathwayConfig
 from .formats import (
     build_model,
     export_mixtral,
@@ -24,7 +24,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def init_model(
     out: Path,
     base: str | Path | None = None,
-    pathways: list[str] | tuple[str, ...] = ("reasoning", "narrative"),
+    pathways: list[str] | tuple[str, ...] = DEFAULT_PATHWAYS,
     rank: int = 16,
     alpha: float | None = None,
     dropout: float = 0.0,

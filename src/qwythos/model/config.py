@@ -108,11 +108,14 @@ class ArchConfig:
         return out
 
 
+DEFAULT_PATHWAYS = ("reasoning", "narrative")  # the names a model gets unless told otherwise
+
+
 @dataclass
 class PathwayConfig:
     """The pathways grafted onto every decoder layer's MLP, and how their gate starts."""
 
-    names: list[str] = field(default_factory=lambda: ["reasoning", "narrative"])  # one LoRA per name
+    names: list[str] = field(default_factory=lambda: list(DEFAULT_PATHWAYS))  # one LoRA per name
     rank: int = 16  # LoRA rank of each pathway
     alpha: float = 32.0  # LoRA scale is alpha / rank
     dropout: float = 0.0  # dropout on the LoRA input (training only)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..model.config import DEFAULT_PATHWAYS
 from ..model.losses import LossConfig
 
 STAGE_KINDS = ("branch", "mix", "joint")
@@ -20,7 +21,7 @@ class ModelSection:
     pathway_sources: dict[str, str] = field(
         default_factory=dict
     )  # {pathway: model folder} to combine branches
-    pathways: list[str] = field(default_factory=lambda: ["reasoning", "narrative"])
+    pathways: list[str] = field(default_factory=lambda: list(DEFAULT_PATHWAYS))
     rank: int = 16
     alpha: float = 32.0
     dropout: float = 0.05

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..curate.records import Record
 from ..model.losses import IGNORE
+from ..records import Record
 from .config import DataSection
 
 
@@ -60,7 +60,7 @@ def load_records(path: str | Path, limit: int = 0) -> list[Record]:
     if not str(path):
         raise ValueError("data.dataset is empty; point it at a curated folder (qwythos curate --out DIR)")
     if path.is_dir():
-        from ..curate.dataset import read_dataset
+        from ..dataset import read_dataset
 
         records = read_dataset(path)
     elif path.is_file() and path.suffix in (".jsonl", ".json"):

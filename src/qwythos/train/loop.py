@@ -24,7 +24,6 @@ import yaml
 from tqdm import tqdm
 
 from ..config import to_dict
-from ..curate.records import Record
 from ..model.base import DEFAULT_BASE, load_tokenizer
 from ..model.block import Routing
 from ..model.config import PathwayConfig
@@ -39,6 +38,7 @@ from ..model.formats import (
 )
 from ..model.losses import LossConfig, total_loss
 from ..model.transformer import PathwayLM
+from ..records import UNLABELLED, Record
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, load_optimizer_state, restore_rng, save_checkpoint
 from .config import StageConfig, TrainConfig
@@ -100,7 +100,7 @@ def check_inputs(cfg: TrainConfig, examples: list[Example], pool: list[Record]) 
     if not examples:
         raise ValueError(f"data.dataset {cfg.data.dataset}: no trainable records")
     labelled = {e.pathway for e in examples}
-    if labelled <= {"unknown", ""}:
+    if labelled <= {UNLABELLED, ""}:
         raise ValueError(
             f"data.dataset {cfg.data.dataset} has no pathway labels; curate it with qwythos curate"
         )
@@ -490,7 +490,7 @@ def _pool(cfg: TrainConfig) -> list[Record]:
     path = Path(cfg.data.dataset)
     if not path.is_dir():
         return []
-    from ..curate.dataset import read_pool
+    from ..dataset import read_pool
 
     return read_pool(path)
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from qwythos.curate.config import CurriculumConfig
-from qwythos.curate.records import Record
 from qwythos.curate.select import (
     curriculum,
     difficulty,
@@ -18,6 +17,7 @@ from qwythos.curate.select import (
     select,
     select_next,
 )
+from qwythos.records import Record
 
 
 def test_percentile_and_difficulty_are_per_pathway():

@@ -14,7 +14,7 @@ from qwythos.curate.dedup import ExactDedup, NearDedup, optimal_bands, signature
 from qwythos.curate.filters import first_failure, quality_score
 from qwythos.curate.label import PathwayClassifier, label_rules, mixed_spans
 from qwythos.curate.normalise import normalise
-from qwythos.curate.records import Record
+from qwythos.records import Record
 
 
 def rec(prompt: str, response: str, **meta) -> Record:

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from qwythos.config import ConfigError
-from qwythos.curate.records import Record
 from qwythos.eval import consistency as cons
 from qwythos.eval import data as evdata
 from qwythos.eval import judge as judge_mod
@@ -25,6 +24,7 @@ from qwythos.inference.engine import Completion, Engine
 from qwythos.inference.sampling import SamplingParams
 from qwythos.model.block import Routing
 from qwythos.model.formats import load_native
+from qwythos.records import Record
 from qwythos.train.config import DataSection
 from qwythos.train.data import render
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from fixtures import records
-from qwythos.curate.records import Record
 from qwythos.model.base import load_tokenizer
 from qwythos.model.config import PathwayConfig
 from qwythos.model.formats import build_model
 from qwythos.model.losses import IGNORE
+from qwythos.records import Record
 from qwythos.train.config import DataSection
 from qwythos.train.data import collate, pack, plan_steps, render
 

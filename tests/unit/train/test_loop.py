@@ -131,7 +131,7 @@ def curated(tmp_path_factory):
 
 
 def test_active_learning_rounds_select_from_the_pool_and_train(tiny_base, curated, tmp_path):
-    from qwythos.curate.dataset import read_dataset, read_pool
+    from qwythos.dataset import read_dataset, read_pool
 
     cfg = config(tiny_base, curated, rounds__count=2, rounds__per_round=3)
     cfg.rounds.stage.max_steps = 1

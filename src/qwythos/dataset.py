@@ -1,4 +1,4 @@
-"""The curated dataset folder and its reader (what the trainer loads).
+"""The curated dataset folder: the contract between curation (writer) and training and evaluation (readers).
 
     data/shard-00000.parquet ...   selected records in curriculum order (column `order`)
     pool/shard-00000.parquet ...   good records over budget: the active-learning pool
@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .records import PATHWAYS, Record
+from .records import UNLABELLED, Record
 
 FORMAT, VERSION = "qwythos-curated-dataset", 1
 
@@ -103,10 +103,11 @@ def _read(folder: Path, part: str) -> list[Record]:
                 f"{path} lacks pathway labels ({sorted(missing)}); re-curate it with qwythos curate"
             )
         records += table_records(table)
-    unknown = sorted({r.pathway for r in records} - set(PATHWAYS))
-    if unknown:
+    unlabelled = [r.id for r in records if r.pathway == UNLABELLED or not r.pathway]
+    if unlabelled:
         raise ValueError(
-            f"{folder}: records without a pathway label ({unknown}); re-curate with qwythos curate"
+            f"{folder}: {len(unlabelled)} records without a pathway label (e.g. {unlabelled[0]}); "
+            "re-curate with qwythos curate"
         )
     return records
 

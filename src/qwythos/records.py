@@ -1,4 +1,4 @@
-"""The chat-native record every curation step reads and writes, and its rejected twin.
+"""The chat-native record every stage reads and writes (curation makes them), and its rejected twin.
 
 A Record is one conversation: ``messages`` in OpenAI chat form, the pathway it trains (with a confidence),
 optional character ``spans`` that label parts of messages with their own pathway (a ``mixed`` sample), and
@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
-PATHWAYS = ("reasoning", "narrative", "mixed")
+UNLABELLED = "unknown"  # a record's pathway before labelling
+MIXED = "mixed"  # spans carry the pathways; any other label is one of the model's pathway names
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Record:
     id: str
     source: str
     messages: list[dict[str, str]]
-    pathway: str = "unknown"  # 'reasoning' | 'narrative' | 'mixed' | 'unknown' before labelling
+    pathway: str = UNLABELLED  # a pathway name of the model (e.g. reasoning), MIXED, or UNLABELLED
     pathway_confidence: float = 0.0
     # character offsets into messages[message].content; the trainer derives per-token labels from these
     spans: list[dict[str, Any]] = field(default_factory=list)
