@@ -1,7 +1,8 @@
 """Text metrics and answer parsing, below the stages: curation, synthesis and evaluation all use them.
 
 GSM8K answers: strict reads the number after ``####``; flexible takes the last number in the text
-(lm-evaluation-harness's two filters). Narrative: distinct-n, self-BLEU and repetition rate.
+(lm-evaluation-harness's two filters). Worked solutions: ``false_steps`` finds written arithmetic that is
+wrong ('12 + 7 = 20'). Narrative: distinct-n, self-BLEU and repetition rate.
 """
 
 from __future__ import annotations
@@ -41,6 +42,34 @@ def gsm_match(prediction: str, reference: str, strict: bool = True) -> bool:
     ref = gsm_answer(reference, strict=True) or normalise_number(reference)
     pred = gsm_answer(prediction, strict=strict)
     return ref is not None and pred == ref
+
+
+_NUM = r"\d(?:[\d,]*\d)?(?:\.\d+)?"
+_OP, _SP = r"[-+*/×x÷]", r"[ \t]*"  # a step is one line
+# 'a op b [op c ...] = d', operands may be negative ('-4 - 2 = -6', '3 - -1 = 4'); a stated value followed by
+# another operation ('= 23 * 40 ...') is the start of a chain, not a result, and is not read
+_STEP = re.compile(
+    rf"(?<![\w.])(-?{_NUM}(?:{_SP}{_OP}{_SP}-?{_NUM})+){_SP}={_SP}\$?(-?{_NUM})(?![\d.]*{_SP}{_OP}{_SP}\d)"
+)
+
+
+def false_steps(text: str) -> list[str]:
+    """Written arithmetic that is wrong: '19 / 7 = 2.25' (true up to rounding to the digits shown)."""
+    import sympy
+
+    bad = []
+    for m in _STEP.finditer(text):
+        expr = m.group(1).replace(",", "").replace("×", "*").replace("x", "*").replace("÷", "/")
+        stated = m.group(2).replace(",", "")
+        try:
+            value = sympy.Rational(sympy.sympify(expr, rational=True))
+        except (sympy.SympifyError, TypeError, ZeroDivisionError, SyntaxError):
+            continue
+        decimals = len(stated.split(".")[1]) if "." in stated else 0
+        tolerance = sympy.Rational(1, 2 * 10**decimals) if decimals else sympy.Rational(0)
+        if abs(value - sympy.Rational(stated)) > tolerance:
+            bad.append(m.group(0))
+    return bad
 
 
 def words(text: str) -> list[str]:

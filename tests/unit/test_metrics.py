@@ -1,4 +1,4 @@
-from qwythos.text import distinct_n, gsm_answer, gsm_match, repetition_rate, self_bleu
+from qwythos.text import distinct_n, false_steps, gsm_answer, gsm_match, repetition_rate, self_bleu
 
 
 def test_gsm_strict_and_flexible():
@@ -17,3 +17,15 @@ def test_diversity_metrics_order_texts_sensibly():
     assert distinct_n(varied, 2) > distinct_n(same, 2)
     assert self_bleu(same) > 0.9 > self_bleu(varied)
     assert repetition_rate("go go go go go go go") > repetition_rate("one two three four five six seven")
+
+
+def test_steps_allow_rounding_to_the_digits_shown():
+    assert false_steps("19 / 7 = 2.71 and 2 x 3 = 6 and 1,200 * 2 = 2,400") == []
+    assert false_steps("19 / 7 = 2.25") == ["19 / 7 = 2.25"]
+
+
+def test_steps_read_negative_operands_and_skip_chains():
+    assert false_steps("4 - 1 = 3\n3 - 7 = -4\n-4 - 2 = -6\n3 - -1 = 4") == []
+    assert false_steps("-4 - 2 = -2") == ["-4 - 2 = -2"]
+    assert false_steps("-4 - 2 = 2") == ["-4 - 2 = 2"]  # passed as '4 - 2 = 2' when the sign was not read
+    assert false_steps("23 * 45 = 23 * 40 + 23 * 5") == []  # a chain's middle is not a stated result

@@ -24,6 +24,7 @@ class InputConfig:
     generator: str = ""  # instead of a path: 'reasoning_gym:<dataset>' generated into the work folder
     size: int = 1000  # generator only: number of samples
     seed: int = 0  # generator only
+    args: dict = field(default_factory=dict)  # generator only: its config, e.g. {min_animals: 2}
 
     def __post_init__(self):
         if self.schema not in SCHEMAS:
@@ -32,6 +33,8 @@ class InputConfig:
             raise ConfigError("inputs: each input needs exactly one of `path` or `generator`")
         if self.generator and not self.generator.startswith("reasoning_gym:"):
             raise ConfigError(f"inputs: generator {self.generator!r}: use 'reasoning_gym:<dataset>'")
+        if self.args and not self.generator:
+            raise ConfigError(f"inputs: {self.path}: `args` configure a generator; this input reads a file")
 
 
 @dataclass

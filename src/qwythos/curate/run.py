@@ -25,8 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from .. import gym
 from ..config import ConfigError, load_config, to_dict
 from ..dataset import FORMAT, VERSION, read_dataset, records_table, shard_name
+from ..gym import args_digest
 from ..records import Record
 from .config import CurateConfig, InputConfig, config_hash
 from .decontam import EvalIndex
@@ -143,22 +145,21 @@ def materialise(inp: InputConfig, work: Path) -> Path:
     """The file to read for an input: its path, its fallback, or a generated file."""
     if inp.generator:
         name = inp.generator.split(":", 1)[1]
-        path = work / "inputs" / f"{name}-{inp.size}-{inp.seed}.jsonl"
+        path = work / "inputs" / f"{name}-{args_digest(inp.args)}-{inp.size}-{inp.seed}.jsonl"
         if not path.is_file():
-            import reasoning_gym
-
-            data = reasoning_gym.create_dataset(name, size=inp.size, seed=inp.seed)
+            try:
+                items = gym.problems(name, inp.size, inp.seed, inp.args)
+            except ValueError as e:
+                raise ConfigError(f"inputs: generator {inp.generator} {e}") from None
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             with open(tmp, "w") as f:
-                for i in range(inp.size):
-                    item = data[i]
-                    cot = item["metadata"].get("answer_cot") or item["answer"]
+                for i, p in enumerate(items):
                     row = {
                         "id": i,
-                        "question": item["question"],
-                        "answer": cot,
-                        "meta": {"answer": item["answer"]},
+                        "question": p.question,
+                        "answer": p.solution,
+                        "meta": {"answer": p.answer, **p.meta},
                     }
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
             os.replace(tmp, path)

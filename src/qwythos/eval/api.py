@@ -79,8 +79,9 @@ def evaluate(
     # the data: held out from training, checked for overlap
     source = evdata.narrative_source(cfg.narrative.source)
     trained, checked_against = evdata.training_records(target.dataset, source)
+    g = cfg.gsm
     problems, shots, gsm_info = evdata.heldout_gsm(
-        cfg.size(cfg.gsm.n), cfg.gsm.seed, trained, cfg.gsm.fewshot
+        cfg.size(g.n), g.seed, trained, g.fewshot, generator=g.generator, args=g.args
     )
     file_problems = evdata.read_gsm_file(cfg.gsm.file)[: cfg.size(10**9)] if cfg.gsm.file else []
     held, held_info = evdata.heldout_records(
@@ -112,7 +113,16 @@ def evaluate(
             "path": str(cfg.gsm.file),
             "n": len(file_problems),
             "hash": evdata.digest([p.question for p in file_problems]),
+            "overlap": evdata.file_overlap(file_problems, trained),  # scored anyway: the user's file
         }
+        if data_info["gsm_file"]["overlap"]:
+            log.warning(
+                "gsm.file %s: %d of its %d problems are in the training set (%s)",
+                cfg.gsm.file,
+                data_info["gsm_file"]["overlap"],
+                len(file_problems),
+                checked_against,
+            )
 
     inputs = Inputs(
         problems, shots, file_problems, story_prompts, mixed_prompts, script, probes, scored_records

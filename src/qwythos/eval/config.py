@@ -17,8 +17,12 @@ HYBRID = ("hybrid_soft", "hybrid_top1")  # the systems whose gate is learned (ge
 
 @dataclass
 class GsmSection:
-    n: int = 16  # held-out reasoning-gym gsm_symbolic problems
-    seed: int = 4242  # reasoning-gym seed; must differ from the training data's (the quickstart uses 0)
+    n: int = 16  # held-out reasoning-gym problems
+    seed: int = (
+        4242  # reasoning-gym seed; further from the training data's than its size (the quickstart uses 0)
+    )
+    generator: str = "gsm_symbolic"  # a reasoning-gym dataset; worked solutions as in curation (qwythos.gym)
+    args: dict = field(default_factory=dict)  # its config, as the training input's `args`
     fewshot: int = 0  # worked examples shown before each question (as earlier chat turns)
     file: str = ""  # also score a user file in GSM8K schema (JSONL/JSON rows with question, answer)
     max_new_tokens: int = 160

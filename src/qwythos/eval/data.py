@@ -1,10 +1,12 @@
 """The evaluation data, held out from training and checked for overlap with it.
 
-Reasoning: reasoning-gym ``gsm_symbolic`` problems from a seed the training data did not use; any problem
-whose question also appears in the training set is dropped (and counted). A user file in GSM8K schema
-(``question``, ``answer``) is scored as given. Narrative and mixed: records of the narrative source
-(``data/seed`` or the placeholder set) whose response the run did not train on; too few, and the embedded
-held-out texts (``texts.py``) stand in. Every set is hashed into results.json.
+Reasoning: reasoning-gym problems (``gsm.generator`` with ``gsm.args``, rendered by ``qwythos.gym`` exactly
+as curation renders training inputs) from a seed the training data did not use; any problem whose question
+also appears in the training set is dropped (and counted). A user file in GSM8K schema (``question``,
+``answer``) is scored as given, and its overlap with the training set is counted and reported. Narrative
+and mixed: records of the narrative source (``data/seed`` or the placeholder set) whose response the run did
+not train on; too few, and the embedded held-out texts (``texts.py``) stand in.
+Every set is hashed into results.json.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import gym
+from ..config import ConfigError
 from ..records import Record
 from . import texts
 
@@ -93,22 +97,29 @@ def training_records(dataset: str | None, narrative: Path) -> tuple[list[Record]
 # ---------------------------------------------------------------- reasoning
 
 
-def _gsm_symbolic(n: int, seed: int) -> list[GsmProblem]:
-    import reasoning_gym
-
-    data = reasoning_gym.create_dataset("gsm_symbolic", size=n, seed=seed)
-    out = []
-    for i in range(n):
-        item = data[i]
-        cot = item["metadata"].get("answer_cot") or ""
-        out.append(GsmProblem(f"gsm_symbolic-{seed}-{i}", item["question"], str(item["answer"]), cot))
-    return out
+def _generated(generator: str, n: int, seed: int, args: dict) -> list[GsmProblem]:
+    try:
+        items = gym.problems(generator, n, seed, args)
+    except ValueError as e:
+        raise ConfigError(f"gsm.generator={generator} gsm.{e}") from None
+    return [GsmProblem(p.id, p.question, p.answer, p.solution) for p in items]
 
 
-def heldout_gsm(n: int, seed: int, trained: list[Record], fewshot: int = 0) -> tuple[list, list, dict]:
+def trained_questions(trained: list[Record]) -> set[str]:
+    return {normalise_text(m["content"]) for r in trained for m in r.messages if m["role"] == "user"}
+
+
+def heldout_gsm(
+    n: int,
+    seed: int,
+    trained: list[Record],
+    fewshot: int = 0,
+    generator: str = "gsm_symbolic",
+    args: dict | None = None,
+) -> tuple[list, list, dict]:
     """(problems, few-shot examples, info): n held-out problems none of whose questions were trained on."""
-    seen = {normalise_text(m["content"]) for r in trained for m in r.messages if m["role"] == "user"}
-    pool = _gsm_symbolic(2 * (n + fewshot) + 16, seed)
+    seen = trained_questions(trained)
+    pool = _generated(generator, 2 * (n + fewshot) + 16, seed, args or {})
     fresh, dupes = [], set()
     for p in pool:
         key = normalise_text(p.question)
@@ -120,11 +131,12 @@ def heldout_gsm(n: int, seed: int, trained: list[Record], fewshot: int = 0) -> t
     if len(fresh) < n + fewshot:
         raise ValueError(
             f"gsm.seed={seed}: only {len(fresh)} of {len(pool)} problems are not in the training set; "
-            f"choose another gsm.seed"
+            f"choose a gsm.seed further than the training inputs' size from their seed"
         )
     problems, shots = fresh[:n], fresh[n : n + fewshot]
     info = {
-        "source": "reasoning_gym:gsm_symbolic",
+        "source": f"reasoning_gym:{generator}",
+        "args": args or {},
         "seed": seed,
         "n": len(problems),
         "fewshot": len(shots),
@@ -157,6 +169,12 @@ def read_gsm_file(path: str | Path) -> list[GsmProblem]:
     if not out:
         raise ValueError(f"gsm.file {path} has no rows")
     return out
+
+
+def file_overlap(problems: list[GsmProblem], trained: list[Record]) -> int:
+    """How many of a user file's problems the run trained on (by exact text, whitespace and case folded)."""
+    seen = trained_questions(trained)
+    return sum(1 for p in problems if normalise_text(p.question) in seen)
 
 
 def gsm_record(p: GsmProblem) -> Record:

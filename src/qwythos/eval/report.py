@@ -201,7 +201,10 @@ def _intro(results: dict) -> list[tuple[str, str]]:
         ("Mixed set", f"{d['mixed']['n']} records from {d['mixed']['origin']}"),
     ]
     if "gsm_file" in d:
-        lines.append(("GSM file", f"{d['gsm_file']['n']} problems from {d['gsm_file']['path']}"))
+        f = d["gsm_file"]
+        lines.append(
+            ("GSM file", f"{f['n']} problems from {f['path']}, {f.get('overlap', 0)} also trained on")
+        )
     for name, why in results.get("missing", {}).items():
         lines.append((f"Missing: {name}", why))
     for note in results.get("notes", []):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from ..text import distinct_n, gsm_answer, normalise_number, repetition_rate
+from ..text import distinct_n, false_steps, gsm_answer, normalise_number, repetition_rate
 from .config import ScoreConfig
 
 log = logging.getLogger(__name__)
@@ -58,31 +58,6 @@ def _sympy_equal(a: str, b: str) -> bool:
         return sympy.simplify(sympy.sympify(a) - sympy.sympify(b)) == 0
     except (sympy.SympifyError, TypeError, SyntaxError):
         return False
-
-
-_NUM = r"\d(?:[\d,]*\d)?(?:\.\d+)?"
-_STEP = re.compile(
-    rf"(?<![\w.])({_NUM}(?:\s*[-+*/×x÷]\s*{_NUM})+)\s*=\s*\$?(-?{_NUM})(?![\d.]*\s*[-+*/×x÷]\s*\d)"
-)
-
-
-def false_steps(text: str) -> list[str]:
-    """Written arithmetic that is wrong: '19 / 7 = 2.25' (true up to rounding to the digits shown)."""
-    import sympy
-
-    bad = []
-    for m in _STEP.finditer(text):
-        expr = m.group(1).replace(",", "").replace("×", "*").replace("x", "*").replace("÷", "/")
-        stated = m.group(2).replace(",", "")
-        try:
-            value = sympy.Rational(sympy.sympify(expr, rational=True))
-        except (sympy.SympifyError, TypeError, ZeroDivisionError, SyntaxError):
-            continue
-        decimals = len(stated.split(".")[1]) if "." in stated else 0
-        tolerance = sympy.Rational(1, 2 * 10**decimals) if decimals else sympy.Rational(0)
-        if abs(value - sympy.Rational(stated)) > tolerance:
-            bad.append(m.group(0))
-    return bad
 
 
 @dataclass

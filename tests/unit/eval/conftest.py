@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fixtures import records, tiny_train_raw, write_jsonl
+from qwythos import gym
 from qwythos.config import from_dict
 from qwythos.eval import data as evdata
 from qwythos.eval.config import GsmSection
@@ -21,7 +22,7 @@ LEAKED_STORIES = 5  # narrative-source records put into the training set
 
 def leaked_training_rows() -> list[dict]:
     rows = records(n_reason=8, n_story=8, n_mixed=4)
-    for p in evdata._gsm_symbolic(LEAKED_GSM, GsmSection().seed):
+    for p in gym.problems("gsm_symbolic", LEAKED_GSM, GsmSection().seed):
         rows.append(
             {
                 "id": p.id,

@@ -9,13 +9,13 @@ from qwythos.synth.verify import (
     check_narrative,
     equivalent,
     extract_answer,
-    false_steps,
     majority,
     parse_judge,
     trim_to_sentence,
     verify_solution,
     with_final_line,
 )
+from qwythos.text import false_steps
 
 RIGHT = "Tom starts with 12 apples and buys 7 more, so 12 + 7 = 19.\n#### 19"
 
@@ -49,11 +49,6 @@ def test_a_false_step_rejects_a_lucky_answer():
     assert false_steps(text) == ["3 + 28 = 66"]
     assert verify_solution(text, "31").reason == "wrong_step"
     assert verify_solution(text, "31", check_steps=False).ok
-
-
-def test_steps_allow_rounding_to_the_digits_shown():
-    assert false_steps("19 / 7 = 2.71 and 2 x 3 = 6 and 1,200 * 2 = 2,400") == []
-    assert false_steps("19 / 7 = 2.25") == ["19 / 7 = 2.25"]
 
 
 @pytest.mark.parametrize(
