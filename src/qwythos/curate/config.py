@@ -25,6 +25,8 @@ class InputConfig:
     size: int = 1000  # generator only: number of samples
     seed: int = 0  # generator only
     args: dict = field(default_factory=dict)  # generator only: its config, e.g. {min_animals: 2}
+    holdout: float = 0.0  # fraction held out before curation, by meta.kind (curate/holdout.py); JSONL only
+    holdout_seed: int = 0
 
     def __post_init__(self):
         if self.schema not in SCHEMAS:
@@ -33,6 +35,8 @@ class InputConfig:
             raise ConfigError("inputs: each input needs exactly one of `path` or `generator`")
         if self.generator and not self.generator.startswith("reasoning_gym:"):
             raise ConfigError(f"inputs: generator {self.generator!r}: use 'reasoning_gym:<dataset>'")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ConfigError(f"inputs: holdout ({self.holdout}) must be a fraction in [0, 1), e.g. 0.2")
         if self.args and not self.generator:
             raise ConfigError(f"inputs: {self.path}: `args` configure a generator; this input reads a file")
 

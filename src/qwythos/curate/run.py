@@ -34,6 +34,7 @@ from .config import CurateConfig, InputConfig, config_hash
 from .decontam import EvalIndex
 from .dedup import ExactDedup, NearDedup, signatures, text_hash
 from .embed import Embedder
+from .holdout import split_input
 from .label import PathwayClassifier, from_logodds, prototypes
 from .normalise import normalise
 from .pipeline import REJECT_SCHEMA, TokenCounter, run_units, write_atomic
@@ -187,11 +188,15 @@ def run(cfg: CurateConfig, out: Path, executor: str = "local") -> Path:
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     # plan: inputs, their hashes and units; the decontamination index
-    files, units = [], []
+    files, units, heldout = [], [], {}
     for inp in cfg.inputs:
         path = materialise(inp, work)
         source = inp.source or (inp.generator.split(":", 1)[1] if inp.generator else source_name(path))
-        file_units = plan_units(path, inp.schema, source, cfg.read.chunk_size)
+        read = path
+        if inp.holdout:
+            read, held, info = split_input(path, source, inp.holdout, inp.holdout_seed, work)
+            heldout[source] = {"file": held, **info}
+        file_units = plan_units(read, inp.schema, source, cfg.read.chunk_size)
         schema = file_units[0].schema if file_units else inp.schema
         files.append({"path": str(path), "sha256": sha256_file(path), "source": source, "schema": schema})
         units += file_units
@@ -229,6 +234,7 @@ def run(cfg: CurateConfig, out: Path, executor: str = "local") -> Path:
     write_outputs(cfg, out, work, reduce, [map_dir / f"{u.key}.rejects.parquet" for u in units])
     timings["total"] = time.time() - t0
     manifest = build_manifest(cfg, chash, files, evals, counts, reduce, timings, executor)
+    manifest["heldout"] = write_heldout(out, heldout)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     from .card import write_card
 
@@ -237,6 +243,18 @@ def run(cfg: CurateConfig, out: Path, executor: str = "local") -> Path:
         shutil.rmtree(work, ignore_errors=True)
     log.info("curated %d records into %s in %.1fs", manifest["selected"], out, timings["total"])
     return out
+
+
+def write_heldout(out: Path, heldout: dict[str, dict]) -> dict[str, dict]:
+    """Copy each input's held-out rows to ``<out>/heldout/<source>.jsonl``; the manifest's entries."""
+    entries = {}
+    for source, info in heldout.items():
+        rel = Path("heldout") / f"{source}.jsonl"
+        (out / "heldout").mkdir(exist_ok=True)
+        shutil.copyfile(info["file"], out / rel)
+        rest = {k: v for k, v in info.items() if k != "file"}
+        entries[source] = {"path": str(rel), "sha256": sha256_file(out / rel), **rest}
+    return entries
 
 
 # ---------------------------------------------------------------- reduce

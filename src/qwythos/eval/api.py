@@ -77,7 +77,7 @@ def evaluate(
         torch.set_num_threads(cfg.runtime.threads)
 
     # the data: held out from training, checked for overlap
-    source = evdata.narrative_source(cfg.narrative.source)
+    source = evdata.narrative_source(cfg.narrative.source, target.dataset)
     trained, checked_against = evdata.training_records(target.dataset, source)
     g = cfg.gsm
     problems, shots, gsm_info = evdata.heldout_gsm(
@@ -85,7 +85,7 @@ def evaluate(
     )
     file_problems = evdata.read_gsm_file(cfg.gsm.file)[: cfg.size(10**9)] if cfg.gsm.file else []
     held, held_info = evdata.heldout_records(
-        cfg.narrative.source,
+        str(source),  # resolved: the run's held-out rows when it kept some
         trained,
         cfg.size(cfg.narrative.heldout),
         cfg.narrative.min_heldout,

@@ -189,12 +189,20 @@ def gsm_record(p: GsmProblem) -> Record:
 # ---------------------------------------------------------------- narrative and mixed
 
 
-def narrative_source(source: str) -> Path:
+def narrative_source(source: str, dataset: str | None = None) -> Path:
+    """The narrative/mixed records to hold out from: ``source``, or (auto) what the run's curated dataset held
+    out before curation (its manifest's ``heldout``), else data/seed, else the placeholder set."""
     if source != "auto":
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"narrative.source {path} does not exist (a JSONL[.gz] of chat records)")
         return path
+    manifest = Path(dataset or "") / "manifest.json"
+    held = json.loads(manifest.read_text()).get("heldout") if dataset and manifest.is_file() else None
+    if held:
+        name, entry = max(held.items(), key=lambda kv: kv[1]["held_out"])  # the largest held-out input
+        log.info("narrative held-out set: %s's %d rows held out before curation", name, entry["held_out"])
+        return Path(dataset) / entry["path"]
     return SEED_SET if SEED_SET.is_file() else PLACEHOLDER
 
 
@@ -218,7 +226,7 @@ def heldout_records(
     source: str, trained: list[Record], n: int, min_heldout: int, seed: int = 0
 ) -> tuple[dict[str, list[Record]], dict]:
     """{'narrative': [...], 'mixed': [...]} held out from training, and where each came from."""
-    path = narrative_source(source)
+    path = narrative_source(str(source))
     trained_responses = {normalise_text(r.response) for r in trained}
     records = read_records(path)
     out, info = {}, {}
