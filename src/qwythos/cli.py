@@ -182,11 +182,12 @@ def _train(sub) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.batch_size=8")
 
     def run(a):
+        from .curate.select import next_round
         from .train.api import train_from_files
 
         if a.config is not None and "=" in str(a.config) and not a.config.is_file():  # overrides only
             a.overrides, a.config = [str(a.config), *a.overrides], None
-        print(train_from_files(a.config, a.out, a.overrides, resume=a.resume, rounds=a.rounds))
+        print(train_from_files(a.config, a.out, a.overrides, a.resume, a.rounds, selector=next_round))
 
     p.set_defaults(func=run)
 

@@ -10,6 +10,7 @@ Shards are written atomically; a shard whose recorded ids match the plan is not 
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -161,3 +162,40 @@ def write_dataset(folder: str | Path, records: list[Record], info: dict, shard_s
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return folder
+
+
+def read_records_jsonl(path: str | Path, labelled: bool = False) -> list[Record]:
+    """Chat records from a JSONL[.gz] file (``messages`` required; ``labelled``: a ``pathway`` too)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    out = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            if "messages" not in d:
+                raise ValueError(f"{path}:{n}: a record needs 'messages' (OpenAI chat form)")
+            if labelled and "pathway" not in d:
+                raise ValueError(f"{path}:{n}: record without a pathway label; curate it first")
+            d.setdefault("id", f"{path.name}-{n}")
+            d.setdefault("source", path.name)
+            out.append(Record(**{k: d[k] for k in Record.__dataclass_fields__ if k in d}))
+    return out
+
+
+def load_records(path: str | Path, limit: int = 0) -> list[Record]:
+    """A training set: a curated dataset folder (``qwythos curate``) or a JSONL of labelled records, in
+    curriculum order."""
+    path = Path(path)
+    if not str(path):
+        raise ValueError("data.dataset is empty; point it at a curated folder (qwythos curate --out DIR)")
+    if path.is_dir():
+        records = read_dataset(path)
+    elif path.is_file() and path.name.endswith((".jsonl", ".json", ".jsonl.gz")):
+        records = read_records_jsonl(path, labelled=True)
+    else:
+        raise FileNotFoundError(
+            f"data.dataset {path} does not exist (a curated folder or a .jsonl of records)"
+        )
+    return records[:limit] if limit else records

@@ -306,6 +306,12 @@ def select_next(
     return chosen
 
 
+def next_round(model, tokenizer, pool: list[Record], budgets: dict, used: set[str]):
+    """An active-learning round for ``qwythos train --rounds``: (the records picked, their scores)."""
+    scores = score_with_model(model, tokenizer, pool)
+    return select_next(pool, scores, budgets, used), scores
+
+
 def score_with_model(model, tokenizer, records: list[Record], batch_size: int = 8, max_tokens: int = 1024):
     """Per-record {"loss", "ifd"} under ``model`` (a qwythos PathwayLM, e.g. from ``load_model``).
 

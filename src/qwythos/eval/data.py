@@ -11,7 +11,6 @@ Every set is hashed into results.json.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from .. import gym
 from ..config import ConfigError
+from ..dataset import load_records, read_manifest, read_pool, read_records_jsonl
 from ..records import Record
 from . import texts
 
@@ -58,15 +58,11 @@ def training_records(dataset: str | None, narrative: Path) -> tuple[list[Record]
     Without a readable training set (a bare model folder) the model is assumed to have trained on the
     quickstart preset: its gsm_symbolic problems and the whole narrative source."""
     if dataset:
-        from ..train.data import load_records
-
         if not Path(dataset).exists() and (REPO / dataset).exists():  # relative to the checkout
             dataset = str(REPO / dataset)
         try:
             records, note = load_records(dataset), f"the run's training set {dataset}"
             if (Path(dataset) / "manifest.json").is_file():  # active-learning rounds train on pool records
-                from ..dataset import read_manifest, read_pool
-
                 if read_manifest(Path(dataset))["shards"].get("pool"):
                     records, note = records + read_pool(dataset), note + " and its pool"
             return records, note
@@ -207,19 +203,7 @@ def narrative_source(source: str, dataset: str | None = None) -> Path:
 
 
 def read_records(path: Path) -> list[Record]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    out = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            d = json.loads(line)
-            if "messages" not in d:
-                raise ValueError(f"{path}:{n}: a record needs 'messages' (OpenAI chat form)")
-            d.setdefault("id", f"{path.name}-{n}")
-            d.setdefault("source", path.name)
-            out.append(Record(**{k: d[k] for k in Record.__dataclass_fields__ if k in d}))
-    return out
+    return read_records_jsonl(path)
 
 
 def heldout_records(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..config import ConfigError, load_config
 from .config import TrainConfig
-from .loop import train
+from .loop import Selector, train
 
 
 def train_from_files(
@@ -15,6 +15,7 @@ def train_from_files(
     overrides: list[str] | None = None,
     resume: bool = False,
     rounds: int | None = None,
+    selector: Selector | None = None,
 ) -> Path:
     """Resume uses the run folder's resolved config.yaml; a new run needs a config file (or overrides)."""
     overrides = list(overrides or [])
@@ -28,5 +29,5 @@ def train_from_files(
             raise ConfigError(
                 "--resume continues with the run's saved config.yaml; drop CONFIG and overrides"
             )
-        return train(load_config(TrainConfig, saved), Path(out), resume=True)
-    return train(load_config(TrainConfig, config, overrides), Path(out))
+        return train(load_config(TrainConfig, saved), Path(out), resume=True, selector=selector)
+    return train(load_config(TrainConfig, config, overrides), Path(out), selector=selector)

@@ -9,11 +9,9 @@ mixed samples, from its character spans.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,30 +50,6 @@ class Batch:
     @property
     def supervised(self) -> int:
         return int((self.labels[:, 1:] != IGNORE).sum())
-
-
-def load_records(path: str | Path, limit: int = 0) -> list[Record]:
-    """A curated dataset folder (``qwythos curate``) or a JSONL file of records, in curriculum order."""
-    path = Path(path)
-    if not str(path):
-        raise ValueError("data.dataset is empty; point it at a curated folder (qwythos curate --out DIR)")
-    if path.is_dir():
-        from ..dataset import read_dataset
-
-        records = read_dataset(path)
-    elif path.is_file() and path.suffix in (".jsonl", ".json"):
-        records = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                d = json.loads(line)
-                if "pathway" not in d:
-                    raise ValueError(f"{path}:{n}: record without a pathway label; curate it first")
-                records.append(Record(**{k: d[k] for k in Record.__dataclass_fields__ if k in d}))
-    else:
-        raise FileNotFoundError(
-            f"data.dataset {path} does not exist (a curated folder or a .jsonl of records)"
-        )
-    return records[:limit] if limit else records
 
 
 def render(record: Record, tokenizer, pathways: list[str], cfg: DataSection) -> Example:

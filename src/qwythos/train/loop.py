@@ -17,6 +17,7 @@ import logging
 import math
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from ..config import to_dict
+from ..dataset import load_records
 from ..model.base import DEFAULT_BASE, load_tokenizer
 from ..model.block import Routing
 from ..model.config import PathwayConfig
@@ -42,7 +44,7 @@ from ..records import UNLABELLED, Record
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, load_optimizer_state, restore_rng, save_checkpoint
 from .config import StageConfig, TrainConfig
-from .data import Batch, Example, collate, load_records, plan_steps, render_all
+from .data import Batch, Example, collate, plan_steps, render_all
 
 log = logging.getLogger(__name__)
 
@@ -398,8 +400,14 @@ def peak_memory_mb(device: torch.device) -> float:
 # ---------------------------------------------------------------- the run
 
 
-def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Path:
-    """Run every stage (then active-learning rounds, then the optional dense baseline) into ``out``."""
+# An active-learning round's picker: (model, tokenizer, pool left, budgets, ids used) -> (records, scores).
+# Curation owns it (qwythos.curate.select.next_round); the caller passes it in, so training never imports it.
+Selector = Callable[[PathwayLM, object, list[Record], dict, set[str]], tuple[list[Record], dict]]
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, selector: Selector | None = None) -> Path:
+    """Run every stage (then active-learning rounds, picked by ``selector``, then the optional dense
+    baseline) into ``out``."""
     out = Path(out)
     d = distributed.setup(cfg.runtime.device)
     if cfg.runtime.num_threads:
@@ -425,6 +433,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Path:
     pool = _pool(cfg) if cfg.rounds.count else []
     examples, skipped = render_all(records, tokenizer, model.pathway_names, cfg.data)
     check_inputs(cfg, examples, pool)
+    if cfg.rounds.count and selector is None:
+        raise ValueError(
+            "rounds.count > 0 needs a selector: pass selector=qwythos.curate.select.next_round (the CLI does)"
+        )
     if d.main and not resume:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -465,7 +477,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False) -> Path:
     used = {r.id for r in records}
     for k in range(1, cfg.rounds.count + 1):
         index = len(cfg.stages) + k - 1
-        picked = _round_selection(cfg, out, k, model, tokenizer, pool, used, d)
+        picked = _round_selection(cfg, out, k, model, tokenizer, pool, used, d, selector)
         used |= {r.id for r in picked}
         if index >= start and picked:
             chosen, _ = render_all(picked, tokenizer, model.pathway_names, cfg.data)
@@ -495,18 +507,17 @@ def _pool(cfg: TrainConfig) -> list[Record]:
     return read_pool(path)
 
 
-def _round_selection(cfg, out, k, model, tokenizer, pool, used, d) -> list[Record]:
+def _round_selection(cfg, out, k, model, tokenizer, pool, used, d, selector: Selector) -> list[Record]:
     """Round k's records: recorded in rounds/round-k.json, so a resumed run selects exactly the same."""
     path = out / "rounds" / f"round-{k}.json"
     by_id = {r.id: r for r in pool}
     if path.is_file():
         return [by_id[i] for i in json.loads(path.read_text())["ids"]]
-    from ..curate.select import score_with_model, select_next
-
     remaining = [r for r in pool if r.id not in used]
     model.eval()
-    scores = score_with_model(model, tokenizer, remaining)
-    picked = select_next(remaining, scores, {p: dict(b) for p, b in cfg.rounds.budgets.items()}, used)
+    picked, scores = selector(
+        model, tokenizer, remaining, {p: dict(b) for p, b in cfg.rounds.budgets.items()}, used
+    )
     picked = picked[: cfg.rounds.per_round]
     if d.main:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,10 @@ from html.parser import HTMLParser
 
 import pytest
 
+from qwythos.dataset import load_records
 from qwythos.eval.api import compare, evaluate
 from qwythos.eval.config import SYSTEMS
 from qwythos.eval.report import fmt
-from qwythos.train.data import load_records
 
 from .conftest import LEAKED_GSM, LEAKED_STORIES, QUICK
 

@@ -131,11 +131,14 @@ def curated(tmp_path_factory):
 
 
 def test_active_learning_rounds_select_from_the_pool_and_train(tiny_base, curated, tmp_path):
+    from qwythos.curate.select import next_round
     from qwythos.dataset import read_dataset, read_pool
 
     cfg = config(tiny_base, curated, rounds__count=2, rounds__per_round=3)
     cfg.rounds.stage.max_steps = 1
-    run = train(cfg, tmp_path / "run")
+    with pytest.raises(ValueError, match="needs a selector"):
+        train(cfg, tmp_path / "nosel")
+    run = train(cfg, tmp_path / "run", selector=next_round)
     first, second = (json.loads((run / "rounds" / f"round-{k}.json").read_text()) for k in (1, 2))
     pool = {r.id for r in read_pool(curated)}
     assert len(first["ids"]) == 3 and set(first["ids"]) <= pool and set(second["ids"]) <= pool
