@@ -108,7 +108,7 @@ def gguf_tensors(config: dict, state: dict[str, torch.Tensor]) -> Iterator[tuple
 def mixtral_state(config: dict, tensors: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """The inverse of ``gguf_tensors``: GGUF tensors back into the Mixtral state dict."""
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
-    state = {hf: torch.from_numpy(_need(tensors, name)) for hf, name in GLOBAL.items()}
+    state = {hf: _torch(_need(tensors, name)) for hf, name in GLOBAL.items()}
     for i in range(config["num_hidden_layers"]):
         pre = f"model.layers.{i}."
         for hf, name in LAYER.items():
@@ -117,15 +117,19 @@ def mixtral_state(config: dict, tensors: dict[str, np.ndarray]) -> dict[str, tor
                 w = rope_unpermute(w, heads)
             elif hf == "self_attn.k_proj.weight":
                 w = rope_unpermute(w, kv_heads)
-            state[pre + hf] = torch.from_numpy(np.ascontiguousarray(w))
+            state[pre + hf] = _torch(w)
         for key, name in EXPERTS.items():
             for e, w in enumerate(_need(tensors, f"blk.{i}.{name}")):
-                state[pre + f"block_sparse_moe.experts.{e}.{key}.weight"] = torch.from_numpy(w.copy())
+                state[pre + f"block_sparse_moe.experts.{e}.{key}.weight"] = _torch(w)
     return state
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to(torch.float32).contiguous().numpy()
+
+
+def _torch(w: np.ndarray) -> torch.Tensor:  # a writable fp32 copy (the reader's arrays map the file)
+    return torch.from_numpy(np.array(w, dtype=np.float32, order="C"))
 
 
 def _n(config: dict) -> int:
