@@ -1,5 +1,5 @@
-"""GGUF export pinned against the Mixtral folder export (every tensor, within each format's own error bound),
-llama.cpp's names and layout (gguf.TensorNameMap, transformers' GGUF reader), and the native model's logits."""
+"""GGUF export pinned against the Mixtral folder export (every tensor, within its format's own error bound),
+llama.cpp's names and layout (gguf.TensorNameMap, transformers' GGUF reader) and the native model's logits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, MODEL_ARCH, TensorNameMap, TokenType
+from gguf import MODEL_ARCH, GGMLQuantizationType, GGUFReader, GGUFWriter, TensorNameMap, TokenType
 from safetensors.torch import load_file
 
 from conftest import CHAT_TEMPLATE, CORPUS, randomise
@@ -69,7 +69,7 @@ def _field(reader: GGUFReader, key: str):
 
 
 def _bound(t, ref: np.ndarray) -> np.ndarray:
-    """Each element's worst-case error for the tensor's stored type, from the format (and its block scales)."""
+    """Each element's worst-case error for the tensor's stored type, from the format and its block scales."""
     if t.tensor_type == Q.F32:
         return np.zeros_like(ref)
     if t.tensor_type == Q.F16:  # round to nearest: half an ulp, 2^-11 relative (plus the subnormal step)
@@ -77,7 +77,9 @@ def _bound(t, ref: np.ndarray) -> np.ndarray:
     if t.tensor_type == Q.BF16:  # 8 significant bits: 2^-8 relative
         return np.abs(ref) * 2**-8 + 1e-38
     size, qk = {Q.Q8_0: (34, 32), Q.Q4_0: (18, 32)}[t.tensor_type]
-    d = np.abs(np.ascontiguousarray(t.data).reshape(-1, size)[:, :2].copy().view(np.float16).astype(np.float32))
+    d = np.abs(
+        np.ascontiguousarray(t.data).reshape(-1, size)[:, :2].copy().view(np.float16).astype(np.float32)
+    )
     # q8_0: x ~ q*d with |q| <= 127 rounded to nearest: d/2, plus |q| times the scale's own f16 rounding.
     # q4_0: q in [-8, 7] with d = max/-8, so the top of the range clips: up to d, plus 8 x the f16 rounding.
     per_block = d * (0.5 + 127 * 2**-11) if t.tensor_type == Q.Q8_0 else d * (1 + 8 * 2**-11)
@@ -121,7 +123,10 @@ def test_names_are_llama_cpps_and_rope_permutation_is_the_one_transformers_undoe
         assert names.get_name(f"model.layers.1.{hf}", try_suffixes=(".weight",)) == f"blk.1.{ours}"
     for w, ours in (("w1", "ffn_gate_exps"), ("w3", "ffn_up_exps"), ("w2", "ffn_down_exps")):
         # the merged name llama.cpp's LlamaModel gives a layer's stacked experts
-        assert names.get_name(f"layers.2.feed_forward.experts.{w}.weight", (".weight",)) == f"blk.2.{ours}.weight"
+        assert (
+            names.get_name(f"layers.2.feed_forward.experts.{w}.weight", (".weight",))
+            == f"blk.2.{ours}.weight"
+        )
 
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
@@ -173,7 +178,11 @@ def test_metadata_holds_hyperparameters_experts_and_tokenizer(exported, mixtral,
     specials = {a["id"] for a in spec["added_tokens"]}
     assert all((types[i] == TokenType.CONTROL) == (i in specials) for i in range(len(tokens)))
     ids = {k: int(_field(r, f"tokenizer.ggml.{k}_token_id")) for k in ("bos", "eos", "padding")}
-    assert ids == {"bos": config["bos_token_id"], "eos": config["eos_token_id"], "padding": config["pad_token_id"]}
+    assert ids == {
+        "bos": config["bos_token_id"],
+        "eos": config["eos_token_id"],
+        "padding": config["pad_token_id"],
+    }
     assert _field(r, "tokenizer.ggml.add_bos_token") is False  # a GPT-2 style tokenizer adds no BOS
     assert _field(r, "tokenizer.chat_template") == CHAT_TEMPLATE
 
