@@ -184,6 +184,7 @@ def test_metadata_holds_hyperparameters_experts_and_tokenizer(exported, mixtral,
         "padding": config["pad_token_id"],
     }
     assert _field(r, "tokenizer.ggml.add_bos_token") is False  # a GPT-2 style tokenizer adds no BOS
+    assert _field(r, "tokenizer.ggml.add_space_prefix") is False
     assert _field(r, "tokenizer.chat_template") == CHAT_TEMPLATE
 
     # an independent reader of llama.cpp's keys: transformers' GGUF config parser

@@ -200,6 +200,7 @@ def add_tokenizer(w: GGUFWriter, folder: Path, vocab_size: int, pre: str | None 
             types.append(TokenType.USER_DEFINED)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(pre or pre_tokenizer(spec))
+    w.add_add_space_prefix('"add_prefix_space": true' in json.dumps(spec.get("pre_tokenizer")))
     w.add_token_list(tokens)
     w.add_token_types(types)
     special = SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
