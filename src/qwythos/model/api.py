@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .base import DEFAULT_BASE, base_gguf
+from .base import DEFAULT_BASE
 from .config import PathwayConfig
 from .formats import (
     build_model,
@@ -90,9 +90,12 @@ def export_model(
 def _base_pre_tokenizer(base: dict) -> str | None:
     """A base converted from a GGUF keeps that file's pre-tokenizer name (SmolLM2: smollm); else None: the
     exporter reads it off tokenizer.json."""
+    from gguf import GGUFReader
+
+    from .base import base_gguf
+
     if base["embedded"] or (gguf := base_gguf(base["source"])) is None:
         return None
-    from gguf import GGUFReader
 
     field = GGUFReader(gguf).fields.get("tokenizer.ggml.pre")
     return field.contents() if field is not None else None
