@@ -59,22 +59,37 @@ def _init(sub) -> None:
 
 
 def _export(sub) -> None:
-    p = sub.add_parser("export", help="export a pathway model as a standard Mixtral checkpoint")
+    p = sub.add_parser(
+        "export", help="export a pathway model as a Mixtral checkpoint folder or one Mixtral GGUF file"
+    )
     p.add_argument("model_dir", type=Path)
-    p.add_argument("--to", default="mixtral", choices=["mixtral"])
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--to",
+        default="mixtral",
+        choices=["mixtral", "gguf"],
+        help="mixtral: safetensors folder (transformers, vLLM); gguf: one file (llama.cpp, Ollama)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="new folder (mixtral) or FILE.gguf (gguf)")
     p.add_argument(
         "--mode",
         default="soft",
         choices=["soft", "top1"],
         help="soft: every expert blended (num_experts_per_tok=P); top1: one expert per token",
     )
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument(
+        "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="mixtral only (float32)"
+    )
+    p.add_argument(
+        "--quant",
+        default=None,
+        choices=["f32", "f16", "bf16", "q8_0", "q4_0"],
+        help="gguf only (default f16); K-quants: llama-quantize FILE out.gguf Q4_K_M",
+    )
 
     def run(a):
         from .model.api import export_model
 
-        print(export_model(a.model_dir, a.out, mode=a.mode, dtype=a.dtype))
+        print(export_model(a.model_dir, a.out, mode=a.mode, dtype=a.dtype, to=a.to, quant=a.quant))
 
     p.set_defaults(func=run)
 
@@ -115,7 +130,7 @@ def _sampling(a):
 
 def _generate(sub) -> None:
     p = sub.add_parser(
-        "generate", help="generate text with the gate trace (native or exported Mixtral folder)"
+        "generate", help="generate text with the gate trace (native folder, Mixtral folder or .gguf)"
     )
     p.add_argument("model_dir", type=Path)
     p.add_argument("--prompt", required=True)

