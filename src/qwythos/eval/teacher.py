@@ -1,6 +1,6 @@
 """Teacher-forced scoring: perplexity of held-out responses and the gate against per-token labels.
 
-Records are rendered exactly as the trainer renders them (``train.data.render``: the chat template, the
+Records are rendered exactly as the trainer renders them (``qwythos.chat.render``: the chat template, the
 assistant tokens supervised, each token's gate label from its sample's pathway or its span). One forward
 per batch of right-padded records gives the negative log-likelihood of the response tokens and the gate
 actually used at each of them (mean over layers; its argmax is the token's pathway). Tokens labelled by a
@@ -16,12 +16,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..chat import Example, RenderOptions, render
 from ..model.block import Routing
 from ..model.losses import IGNORE
 from ..model.transformer import PathwayLM
 from ..records import Record
-from ..train.config import DataSection
-from ..train.data import Example, render
 
 
 @dataclass
@@ -69,7 +68,7 @@ def _items(
     max_seq_len: int,
     scores: dict[str, KindScore],
 ) -> list[_Item]:
-    cfg = DataSection(max_seq_len=max_seq_len, mixed_default=mixed_default)
+    cfg = RenderOptions(max_seq_len=max_seq_len, mixed_default=mixed_default)
     items = []
     for kind, recs in records.items():
         for r in recs:
@@ -79,7 +78,7 @@ def _items(
                 if r.spans and len(pathways) > 1:
                     alt = next(p for p in pathways if p != mixed_default)
                     other = render(
-                        r, tokenizer, pathways, DataSection(max_seq_len=max_seq_len, mixed_default=alt)
+                        r, tokenizer, pathways, RenderOptions(max_seq_len=max_seq_len, mixed_default=alt)
                     )
                     span = [a == b != IGNORE for a, b in zip(ex.gate_labels, other.gate_labels, strict=True)]
             except ValueError:  # nothing to score within max_seq_len, or a template mismatch

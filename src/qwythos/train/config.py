@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..chat import RenderOptions
 from ..model.config import DEFAULT_PATHWAYS
 from ..model.losses import LossConfig
 
@@ -29,13 +30,10 @@ class ModelSection:
 
 
 @dataclass
-class DataSection:
+class DataSection(RenderOptions):  # + max_seq_len, label_prompt, mixed_default: how a record is rendered
     dataset: str = ""  # a curated dataset folder (qwythos curate) or a JSONL file of records
-    max_seq_len: int = 512
     pack: bool = True  # pack samples into max_seq_len rows (no attention across samples)
     shuffle: bool = False  # False keeps the curated curriculum order
-    label_prompt: bool = True  # gate labels on prompt tokens of single-pathway samples too
-    mixed_default: str = "narrative"  # pathway of a mixed sample's text outside its spans
     limit: int = 0  # use only the first N records (0 = all)
 
 

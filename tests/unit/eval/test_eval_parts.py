@@ -10,6 +10,7 @@ import httpx
 import pytest
 import torch
 
+from qwythos.chat import render
 from qwythos.config import ConfigError
 from qwythos.eval import consistency as cons
 from qwythos.eval import data as evdata
@@ -26,7 +27,6 @@ from qwythos.model.block import Routing
 from qwythos.model.formats import load_native
 from qwythos.records import Record
 from qwythos.train.config import DataSection
-from qwythos.train.data import render
 
 
 def out(text: str, answer: str = "", gates: torch.Tensor | None = None, task: str = "gsm") -> Output:

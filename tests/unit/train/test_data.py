@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from fixtures import records
+from qwythos.chat import render
 from qwythos.model.base import load_tokenizer
 from qwythos.model.config import PathwayConfig
 from qwythos.model.formats import build_model
 from qwythos.model.losses import IGNORE
 from qwythos.records import Record
 from qwythos.train.config import DataSection
-from qwythos.train.data import collate, pack, plan_steps, render
+from qwythos.train.data import collate, pack, plan_steps
 
 NAMES = ["reasoning", "narrative"]
 
