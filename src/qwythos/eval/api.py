@@ -19,9 +19,10 @@ import torch
 from tqdm import tqdm
 
 from ..config import load_config, to_dict
+from ..text import gsm_match
 from . import consistency as cons
 from . import data as evdata
-from . import tasks, texts
+from . import stats, tasks, texts
 from .baselines import System, Target, build_systems, file_hashes, resolve_target
 from .config import EvalConfig
 from .generation import Output, generate
@@ -137,6 +138,7 @@ def evaluate(
         "target": {"kind": target.kind, "path": str(target.path), "model_dir": str(target.model_dir)},
         "pathways": pathways,
         "systems": {},
+        "per_item": {},  # system -> {"correct": {task: {id: bool}}, "nll": {kind: {id: nats/token}}}
         "missing": missing,
         "gear": {},
         "robustness": {},
@@ -170,6 +172,7 @@ def evaluate(
         metrics["time_s"] = round(time.time() - t, 1)
         timing[system.name] = {**details["timing"], "total_s": metrics["time_s"]}
         results["systems"][system.name] = metrics
+        results["per_item"][system.name] = details["per_item"]
         if system.gated:
             results["gear"][system.name] = details["gear"]
         if "robustness" in details:
@@ -184,6 +187,7 @@ def evaluate(
         if system.name == "dense_lora":  # its own model: free it before the next system
             system.engine.model = None
     results["examples"] = examples
+    results["paired"] = stats.compare(results["per_item"], seed=cfg.narrative.seed)
     results["hashes"] = {
         **file_hashes(target),
         **_dataset_hash(target),
@@ -254,6 +258,13 @@ def _evaluate_system(system: System, cfg: EvalConfig, target: Target, inputs: In
     metrics.update(tasks.score_narrative(by_task.get("narrative", [])))
     metrics.update(tasks.score_mixed(by_task.get("mixed", [])))
     details: dict = {"outputs": outputs, "timing": timing}
+    details["per_item"] = {
+        "correct": {  # per held-out problem: the strict '#### N' answer is right
+            task: {o.job.key: gsm_match(o.text, o.job.meta["answer"]) for o in by_task[task]}
+            for task in ("gsm", "gsm_file")
+            if task in by_task
+        }
+    }
     domains = {"reasoning": by_task.get("gsm", []), "narrative": by_task.get("narrative", [])}
     domains["mixed"] = by_task.get("mixed", [])
     gear = tasks.gear(domains, engine.pathways)
@@ -275,6 +286,7 @@ def _evaluate_system(system: System, cfg: EvalConfig, target: Target, inputs: In
         pad_id=engine.pad_id,
     )
     timing["teacher_forced_s"] = round(time.time() - clock, 1)
+    details["per_item"]["nll"] = {kind: tf[kind]["per_record"] for kind in ("gsm", "narrative", "mixed")}
     metrics["gsm_ppl"] = tf["gsm"]["ppl"]
     metrics["narrative_ppl"] = tf["narrative"]["ppl"]
     metrics["mixed_ppl"] = tf["mixed"]["ppl"]

@@ -260,6 +260,33 @@ def _usage_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+PAIRED = "Paired differences (same items; paired bootstrap 95 % CI, exact McNemar)"
+
+
+def _paired_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """A minus B on the same items: accuracy points (McNemar p) and perplexity change per record kind."""
+    head = ["A − B", "what", "n", "difference", "95 % CI", "McNemar p"]
+    rows = []
+    for row in results.get("paired", []):
+        pair = f"{row['a']} − {row['b']}"
+        for key, r in row.items():
+            if key in ("a", "b") or not r:
+                continue
+            if "diff" in r:
+                lo, hi = r["ci"]
+                diff, ci, p = (
+                    f"{100 * r['diff']:+.1f} pts",
+                    f"[{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                    f"{r['p']:.3g}",
+                )
+                rows.append([pair, f"{key} accuracy", str(r["n"]), diff, ci, p])
+            else:
+                lo, hi = r["ppl_change_ci"]
+                diff, ci = f"{100 * r['ppl_change']:+.1f} %", f"[{100 * lo:+.1f}, {100 * hi:+.1f}] %"
+                rows.append([pair, key.replace("_nll", " perplexity"), str(r["n"]), diff, ci, "–"])
+    return head, rows
+
+
 def md_table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -272,6 +299,9 @@ def markdown(results: dict, images: dict[str, Path], folder: Path) -> str:
         head, rows = _rows(results, keys)
         if head:
             parts += [f"## {title}", "", md_table(["system", *head], rows), ""]
+    head, rows = _paired_rows(results)
+    if rows:
+        parts += [f"## {PAIRED}", "", md_table(head, rows), ""]
     head, rows = _usage_rows(results)
     if rows:
         parts += ["## Pathway usage by prompt domain (generated tokens)", "", md_table(head, rows), ""]
@@ -339,6 +369,9 @@ def html_report(results: dict, images: dict[str, Path]) -> str:
         if head:
             best = {j + 1: ("min" if k in LOWER_IS_BETTER else "max") for j, k in enumerate(head)}
             body += [f"<h2>{html.escape(title)}</h2>", html_table(["system", *head], rows, best)]
+    head, rows = _paired_rows(results)
+    if rows:
+        body += [f"<h2>{html.escape(PAIRED)}</h2>", html_table(head, rows)]
     head, rows = _usage_rows(results)
     if rows:
         body += ["<h2>Pathway usage by prompt domain (generated tokens)</h2>", html_table(head, rows)]

@@ -11,7 +11,7 @@ a label that does not change with the default came from a span.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,7 @@ class KindScore:
     span_correct: int = 0
     span_labelled: int = 0
     layer_sum: torch.Tensor | None = None  # (L, P) summed gates over response tokens
+    per_record: dict[str, float] = field(default_factory=dict)  # id -> mean NLL of its response tokens
 
     def summary(self, pathways: list[str], gates: bool) -> dict:
         out = {
@@ -50,6 +51,7 @@ class KindScore:
             "skipped": self.skipped,
             "tokens": self.tokens,
             "ppl": math.exp(self.nll / self.tokens) if self.tokens else None,
+            "per_record": self.per_record,
         }
         if gates and self.layer_sum is not None and self.tokens:
             per_layer = self.layer_sum / self.tokens  # (L, P)
@@ -139,6 +141,8 @@ def score(
             s = scores[it.kind]
             s.nll += float(nll[b][target[b]].sum())
             s.tokens += int(target[b].sum())
+            if target[b].any():
+                s.per_record[it.example.id] = float(nll[b][target[b]].mean())
             if not gates:
                 continue
             resp = labels[b] != IGNORE  # response tokens (the gate at the token that is predicted)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from html.parser import HTMLParser
 
 import pytest
@@ -42,6 +43,17 @@ def test_results_have_every_system_and_the_headline_metrics(evaluated):
         assert (out / f).is_file(), f
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert {s["system"] for s in samples} == set(SYSTEMS)
+    for name in SYSTEMS:  # per item, so systems can be compared pairwise
+        per = on_disk["per_item"][name]
+        assert len(per["correct"]["gsm"]) == 2
+        assert sum(per["correct"]["gsm"].values()) / 2 == on_disk["systems"][name]["gsm_strict"]
+        nll = per["nll"]["narrative"]
+        assert nll and all(v > 0 for v in nll.values())
+        lo, hi = min(nll.values()), max(nll.values())  # the token-weighted ppl lies among the records'
+        assert math.exp(lo) - 1e-6 <= on_disk["systems"][name]["narrative_ppl"] <= math.exp(hi) + 1e-6
+    pairs = {(r["a"], r["b"]) for r in on_disk["paired"]}
+    assert ("reasoning_only", "base") in pairs and ("hybrid_soft", "dense_lora") in pairs
+    assert "Paired differences" in (out / "report.md").read_text()
 
 
 def test_systems_really_differ_where_they_should(evaluated):
