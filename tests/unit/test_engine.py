@@ -7,7 +7,7 @@ import torch
 
 from conftest import randomise
 from qwythos.inference.engine import Engine, Request, TextStream, parse_gear, parse_routing
-from qwythos.inference.sampling import SamplingParams, filter_logits
+from qwythos.inference.sampling import SamplingParams, filter_logits, parse_gear_sampling
 from qwythos.model.base import load_tokenizer
 from qwythos.model.config import PathwayConfig
 from qwythos.model.formats import build_model
@@ -286,3 +286,51 @@ def test_scheduler_batches_concurrent_requests_and_cancels(engine):
     assert late.done.is_set() and len(late.completion.token_ids) == 6
     with pytest.raises(RuntimeError, match="shutting down"):
         sched.submit([Job(Request(ps[1], q), soft)])
+
+
+def test_gear_sampling_with_one_pathway_forced_is_ordinary_sampling(engine):
+    """Forced onto a pathway, the gate is one-hot: its settings apply to every token, exactly as if the
+    request had asked for them; the other pathway's settings never matter."""
+    p = prompts(engine)[0]
+    gs = parse_gear_sampling("reasoning:t=0;narrative:t=1.0,top_p=0.9")
+    q = SamplingParams(max_new_tokens=10, seed=5, ignore_eos=True)
+    for forced, plain in (
+        ("reasoning", q),
+        ("narrative", SamplingParams(10, 1.0, 0.9, seed=5, ignore_eos=True)),
+    ):
+        routing = parse_routing(f"force={forced}", engine.pathways)
+        got = engine.generate([Request(p, q, gear_sampling=gs)], routing, trace=False)[0]
+        assert got.gates is None  # the gates were used to sample, not returned
+        assert got.token_ids == engine.generate([Request(p, plain)], routing)[0].token_ids, forced
+
+
+@pytest.mark.parametrize("policy", ["argmax", "blend"])
+def test_gear_sampling_is_seeded_and_follows_the_gate(engine, policy):
+    p = prompts(engine)[1]
+    gs = parse_gear_sampling("reasoning:t=0;narrative:t=1.5", policy)
+    q = SamplingParams(max_new_tokens=12, seed=11, ignore_eos=True)
+    a = engine.generate([Request(p, q, gear_sampling=gs)])[0]
+    assert engine.generate([Request(p, q, gear_sampling=gs)])[0].token_ids == a.token_ids
+    routing = parse_routing("force=reasoning", engine.pathways)  # a one-hot gate: reasoning's greedy decoding
+    greedy = engine.generate([Request(p, q, gear_sampling=gs)], routing)[0]
+    assert greedy.token_ids == engine.generate([Request(p, q)], routing)[0].token_ids
+    assert greedy.token_ids != a.token_ids  # the soft gate sampled some tokens at narrative's temperature
+
+
+def test_gear_sampling_settings_are_checked():
+    w = torch.tensor([0.25, 0.75])
+    gs = parse_gear_sampling("reasoning:t=0;narrative:t=0.8,top_p=0.9,top_k=40", "blend")
+    got = gs.params_for(SamplingParams(temperature=0.3), w, ["reasoning", "narrative"])
+    assert got.temperature == pytest.approx(0.6) and got.top_p == pytest.approx(0.925) and got.top_k == 40
+    got = parse_gear_sampling("narrative:t=0.8").params_for(
+        SamplingParams(0, 0.3), w, ["reasoning", "narrative"]
+    )
+    assert got.temperature == 0.8 and got.top_p == 1.0  # argmax: narrative's settings
+    with pytest.raises(ValueError, match="narrative:t=0.8,top_p=0.95"):
+        parse_gear_sampling("narrative:temp=0.8")
+    with pytest.raises(ValueError, match="temperature"):
+        parse_gear_sampling("narrative:t=-1")
+    with pytest.raises(ValueError, match="policy 'mean'"):
+        parse_gear_sampling("narrative:t=1", "mean")
+    with pytest.raises(ValueError, match=r"unknown pathways \['poetry'\]"):
+        parse_gear_sampling("poetry:t=1").check(["reasoning", "narrative"])

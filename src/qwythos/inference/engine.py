@@ -23,7 +23,7 @@ from ..model.block import Routing
 from ..model.cache import BatchCache
 from ..model.transformer import PathwayLM
 from . import native
-from .sampling import SamplingParams, make_generator, sample_token, top_logprobs
+from .sampling import GearSampling, SamplingParams, make_generator, sample_token, top_logprobs
 
 SOFT = Routing()
 TokenCallback = Callable[[int, str, torch.Tensor | None], None]  # (token_id, text_delta, gates (L, P))
@@ -53,6 +53,7 @@ class Request:
     prompt_ids: list[int]
     params: SamplingParams = field(default_factory=SamplingParams)
     gear_bias: list[float] | None = None  # per-pathway logit offsets for this request
+    gear_sampling: GearSampling | None = None  # sampling settings chosen per token by the gate
     on_token: TokenCallback | None = None  # streaming: called for every generated token
     on_event: Callable[[TokenEvent], None] | None = None  # streaming with pieces and logprobs
     cancelled: bool = False  # set from any thread: the request leaves its batch at the next step
@@ -281,7 +282,9 @@ class DecodeBatch:
 
     def _emit(self, w: _Row, logits: torch.Tensor, gates: torch.Tensor | None) -> bool:
         """Sample w's next token from logits (V,); stream it; True while w goes on."""
-        p = w.params
+        p, gs = w.params, w.request.gear_sampling
+        if gs is not None and gates is not None:
+            p = gs.params_for(p, gates.float().mean(0), self.engine.pathways)
         context = torch.tensor(w.context) if p.repetition_penalty != 1.0 else torch.empty(0, dtype=torch.long)
         tok = sample_token(logits, p, context, w.generator)
         lp = None
@@ -442,6 +445,8 @@ class Engine:
             )
         if min(ids) < 0 or max(ids) >= self.vocab_size:
             raise ValueError(f"prompt token ids must be in [0, {self.vocab_size}) for this model")
+        if request.gear_sampling is not None:
+            request.gear_sampling.check(self.pathways)
         if request.gear_bias is not None and len(request.gear_bias) != len(self.pathways):
             raise ValueError(f"gear_bias needs one value per pathway {self.pathways}")
 
@@ -464,7 +469,7 @@ class Engine:
         for r in requests:
             self.check(r)
         cap = max_batch or len(requests)
-        batch = DecodeBatch(self, routing, trace)
+        batch = DecodeBatch(self, routing, trace or any(r.gear_sampling for r in requests))  # gates needed
         index: dict[int, int] = {}  # id(row) -> request index
         nxt = 0
         while nxt < len(requests) or batch.rows:

@@ -1,7 +1,16 @@
-"""Turning next-token logits into tokens: greedy, temperature, top-k, top-p, repetition penalty, seeds."""
+"""Turning next-token logits into tokens: greedy, temperature, top-k, top-p, repetition penalty, seeds —
+and gear-conditioned sampling, which only a gated model can do.
+
+``GearSampling`` gives each pathway its own temperature / top-p / top-k (e.g. reasoning greedy, narrative
+T = 0.8, top-p 0.95) and picks them per token from the gate at the position that produces the logits (the
+mean over layers): ``policy="argmax"`` takes the most-weighted pathway's settings; ``"blend"`` takes the
+gate-weighted mean temperature and top-p (and the argmax pathway's top-k). A monolith has one temperature
+per request; the hybrid can work a sum out greedily inside a sampled story.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -34,6 +43,74 @@ class SamplingParams:
         for name in ("logprobs", "prompt_logprobs"):
             if (v := getattr(self, name)) is not None and v < 0:
                 raise ValueError(f"{name} ({v}) must be >= 0 (0 = only the chosen token's log-probability)")
+
+
+@dataclass(frozen=True)
+class PathwaySampling:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    def __post_init__(self) -> None:
+        SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)  # same checks
+
+
+POLICIES = ("argmax", "blend")
+
+
+@dataclass(frozen=True)
+class GearSampling:
+    per_pathway: dict[str, PathwaySampling]
+    policy: str = "argmax"
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"gear sampling policy {self.policy!r} must be one of {list(POLICIES)}")
+        if not self.per_pathway:
+            raise ValueError("gear sampling needs settings for at least one pathway, e.g. narrative:t=0.8")
+
+    def check(self, pathways: list[str]) -> None:
+        unknown = sorted(set(self.per_pathway) - set(pathways))
+        if unknown:
+            raise ValueError(f"gear sampling names unknown pathways {unknown}; the model has {pathways}")
+
+    def params_for(self, base: SamplingParams, weights: torch.Tensor, pathways: list[str]) -> SamplingParams:
+        """``base`` with the sampling settings the gate ``weights`` (P,) choose for this token; a pathway
+        without settings keeps the request's own."""
+        own = PathwaySampling(base.temperature, base.top_p, base.top_k)
+        per = [self.per_pathway.get(p, own) for p in pathways]
+        top = per[int(weights.argmax())]
+        if self.policy == "argmax":
+            t, top_p = top.temperature, top.top_p
+        else:
+            w = (weights.float() / weights.float().sum()).tolist()
+            t = sum(wi * s.temperature for wi, s in zip(w, per, strict=True))
+            top_p = min(1.0, sum(wi * s.top_p for wi, s in zip(w, per, strict=True)))
+        return dataclasses.replace(base, temperature=t, top_p=top_p, top_k=top.top_k)
+
+
+def parse_gear_sampling(text: str, policy: str = "argmax") -> GearSampling:
+    """'reasoning:t=0;narrative:t=0.8,top_p=0.95' -> GearSampling (the CLI's --gear-sampling)."""
+    keys = {"t": "temperature", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k"}
+    per = {}
+    for part in filter(None, (x.strip() for x in text.split(";"))):
+        name, _, settings = part.partition(":")
+        values: dict = {}
+        for item in filter(None, (x.strip() for x in settings.split(","))):
+            k, _, v = item.partition("=")
+            if k not in keys or not v:
+                raise ValueError(
+                    f"--gear-sampling {part!r}: use pathway:t=T,top_p=P,top_k=K (narrative:t=0.8,top_p=0.95)"
+                )
+            values[keys[k]] = int(v) if keys[k] == "top_k" else float(v)
+        per[name.strip()] = PathwaySampling(**values)
+    return GearSampling(per, policy)
+
+
+# the default of chat, generate --chat, the quickstart demo: sums greedily, stories sampled
+DEFAULT_GEAR_SAMPLING = GearSampling(
+    {"reasoning": PathwaySampling(0.0), "narrative": PathwaySampling(0.8, 0.95)}, "argmax"
+)
 
 
 def make_generator(seed: int | None) -> torch.Generator:
