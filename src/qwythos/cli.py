@@ -96,10 +96,19 @@ def _export(sub) -> None:
 
 def _generation_args(p) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 0)")
+    p.add_argument("--top-p", type=float, default=None, help="default 1.0")
+    p.add_argument("--top-k", type=int, default=None, help="default 0 (off)")
+    p.add_argument("--repetition-penalty", type=float, default=None, help="default 1.0 (chat: 1.1)")
+    p.add_argument(
+        "--gear-sampling",
+        default=None,
+        help="per-pathway sampling, chosen per token by the gate: 'reasoning:t=0;narrative:t=0.8,top_p=0.95'"
+        " (the default of chat and generate --chat; 'off', or --temperature/--top-p/--top-k, turns it off)",
+    )
+    p.add_argument(
+        "--gear-policy", default="argmax", choices=["argmax", "blend"], help="argmax pathway or weighted T"
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--mode", default=None, help="soft | top1 | force=<pathway> (default: the model's)")
     p.add_argument(
@@ -115,17 +124,29 @@ def _dtype_arg(p) -> None:
     )
 
 
-def _sampling(a):
-    from .inference.sampling import SamplingParams
+def _sampling(a, chat: bool, pathways: list[str]):
+    """(SamplingParams, GearSampling or None): in chat, gear-conditioned sampling (for the pathways the model
+    has) and a mild repetition penalty unless the flags ask otherwise; elsewhere plain greedy unless asked."""
+    from .inference import sampling as s
 
-    return SamplingParams(
+    explicit = any(v is not None for v in (a.temperature, a.top_p, a.top_k))
+    params = s.SamplingParams(
         max_new_tokens=a.max_new_tokens,
-        temperature=a.temperature,
-        top_p=a.top_p,
-        top_k=a.top_k,
-        repetition_penalty=a.repetition_penalty,
+        temperature=a.temperature or 0.0,
+        top_p=1.0 if a.top_p is None else a.top_p,
+        top_k=a.top_k or 0,
+        repetition_penalty=a.repetition_penalty or (s.CHAT_REPETITION_PENALTY if chat else 1.0),
         seed=a.seed,
     )
+    if a.gear_sampling == "off":
+        return params, None
+    if a.gear_sampling:
+        return params, s.parse_gear_sampling(a.gear_sampling, a.gear_policy)
+    if chat and not explicit:
+        return params, s.for_model(
+            s.GearSampling(s.DEFAULT_GEAR_SAMPLING.per_pathway, a.gear_policy), pathways
+        )
+    return params, None
 
 
 def _generate(sub) -> None:
@@ -139,16 +160,18 @@ def _generate(sub) -> None:
     _generation_args(p)
 
     def run(a):
-        from .inference.api import generate
+        from .inference.api import generate, load_engine
 
+        engine = load_engine(a.model_dir, a.dtype)
+        params, gs = _sampling(a, a.chat, engine.pathways)
         result = generate(
-            a.model_dir,
+            engine,
             a.prompt,
             chat=a.chat,
-            params=_sampling(a),
+            params=params,
             mode=a.mode,
             gear=_gear(a.gear),
-            dtype=a.dtype,
+            gear_sampling=gs,
         )
         if a.json:
             print(json.dumps(result, ensure_ascii=False))
@@ -291,10 +314,10 @@ def _chat(sub) -> None:
         from .inference.api import load_engine
         from .serve.terminal import run_chat
 
-        params = _sampling(a)
         color = not a.no_color and (sys.stdout.isatty() or os.environ.get("FORCE_COLOR") == "1")
         engine = load_engine(a.model_dir, a.dtype)
-        run_chat(engine, sys.stdin, sys.stdout, params, color, a.mode, _gear(a.gear), a.system)
+        params, gs = _sampling(a, True, engine.pathways)
+        run_chat(engine, sys.stdin, sys.stdout, params, color, a.mode, _gear(a.gear), a.system, gs)
 
     p.set_defaults(func=run)
 

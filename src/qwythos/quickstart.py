@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import load_config, preset_path
 from .inference.api import generate, load_engine
-from .inference.sampling import SamplingParams
+from .inference.sampling import CHAT_REPETITION_PENALTY, DEFAULT_GEAR_SAMPLING, SamplingParams, for_model
 from .inference.trace import render
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,11 @@ def quickstart(out: Path, color: bool = True, max_new_tokens: int = 80) -> dict:
 
     log.info("5/5 generate with the gear trace")
     engine = load_engine(run / "model")
+    gear_sampling = for_model(DEFAULT_GEAR_SAMPLING, engine.pathways)  # sums greedy, stories sampled
+    params = SamplingParams(max_new_tokens=max_new_tokens, repetition_penalty=CHAT_REPETITION_PENALTY, seed=0)
     results = {}
     for prompt in DEMO_PROMPTS:
-        result = generate(engine, prompt, chat=True, params=SamplingParams(max_new_tokens=max_new_tokens))
+        result = generate(engine, prompt, chat=True, params=params, gear_sampling=gear_sampling)
         print(f"\n> {prompt}\n")
         print(render(result["trace"], result["pathways"], color=color))
         results[prompt] = result

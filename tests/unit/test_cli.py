@@ -88,3 +88,39 @@ def test_bf16_weights_generate_the_fp32_greedy_start(tiny_base, tmp_path):
     assert all(abs(sum(t["gate"].values()) - 1) < 1e-2 for t in fast["trace"])
     with pytest.raises(ValueError, match="--dtype"):
         load_engine(model, "int8")
+
+
+def test_chat_style_generation_defaults_to_gear_sampling_and_flags_override():
+    import argparse
+
+    from qwythos.cli import _generation_args, _sampling
+
+    p = argparse.ArgumentParser()
+    _generation_args(p)
+    names = ["reasoning", "narrative"]
+    params, gs = _sampling(p.parse_args([]), True, names)  # chat: sums greedy, stories sampled
+    assert params.temperature == 0.0 and params.repetition_penalty == 1.1
+    assert gs.per_pathway["reasoning"].temperature == 0.0 and gs.per_pathway["narrative"].temperature == 0.8
+    assert _sampling(p.parse_args([]), False, names)[1] is None  # plain generate: greedy, as before
+    params, gs = _sampling(p.parse_args(["--temperature", "0.7"]), True, names)
+    assert gs is None and params.temperature == 0.7  # an explicit flag wins over the default
+    assert _sampling(p.parse_args(["--gear-sampling", "off"]), True, names)[1] is None
+    _, gs = _sampling(
+        p.parse_args(["--gear-sampling", "narrative:t=1.2", "--gear-policy", "blend"]), False, names
+    )
+    assert gs.policy == "blend" and gs.per_pathway["narrative"].temperature == 1.2
+    assert _sampling(p.parse_args([]), True, ["dense"])[1] is None  # one pathway: nothing to condition on
+    params, _ = _sampling(p.parse_args(["--repetition-penalty", "1.0"]), True, names)
+    assert params.repetition_penalty == 1.0
+
+
+def test_generate_with_bad_gear_sampling_exits_2(tiny_base, tmp_path, capsys):
+    model = tmp_path / "m"
+    assert main(["init", "--base", str(tiny_base), "--out", str(model), "--rank", "2"]) == 0
+    args = ["generate", str(model), "--prompt", "x", "--max-new-tokens", "3", "--chat"]
+    assert main([*args, "--gear-sampling", "poetry:t=1"]) == 2
+    assert "unknown pathways ['poetry']" in capsys.readouterr().err
+    assert main([*args, "--gear-sampling", "narrative:temp=1"]) == 2
+    assert "pathway:t=T" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 0 and json.loads(capsys.readouterr().out)["token_ids"]

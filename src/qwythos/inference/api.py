@@ -8,7 +8,7 @@ import torch
 
 from ..model.formats import load_model
 from .engine import Engine, Request
-from .sampling import SamplingParams
+from .sampling import GearSampling, SamplingParams
 from .trace import switches, trace_records
 
 DTYPES = ("float32", "bfloat16")  # bf16 halves the weight bytes each decoded token reads: faster on CPU
@@ -29,6 +29,7 @@ def generate(
     mode: str | None = None,
     gear: dict[str, float] | None = None,
     dtype: str = "float32",
+    gear_sampling: GearSampling | None = None,
 ) -> dict:
     """{text, token_ids, trace: [{token_id, text, gate, pathway}], pathways, switches, mode, ...}."""
     engine = model_dir if isinstance(model_dir, Engine) else load_engine(model_dir, dtype)
@@ -36,7 +37,8 @@ def generate(
     ids = (
         engine.encode_chat([{"role": "user", "content": prompt}]) if chat else engine.tokenizer.encode(prompt)
     )
-    done = engine.generate([Request(ids, params or SamplingParams(), gear_bias=bias)], routing)[0]
+    request = Request(ids, params or SamplingParams(), gear_bias=bias, gear_sampling=gear_sampling)
+    done = engine.generate([request], routing)[0]
     trace = trace_records(engine.tokenizer, done.token_ids, done.gates, engine.pathways)
     return {
         "text": done.text,

@@ -107,10 +107,17 @@ def parse_gear_sampling(text: str, policy: str = "argmax") -> GearSampling:
     return GearSampling(per, policy)
 
 
-# the default of chat, generate --chat, the quickstart demo: sums greedily, stories sampled
+# the default of chat, generate --chat, the quickstart demo: sums greedily, stories sampled, a mild penalty
 DEFAULT_GEAR_SAMPLING = GearSampling(
     {"reasoning": PathwaySampling(0.0), "narrative": PathwaySampling(0.8, 0.95)}, "argmax"
 )
+CHAT_REPETITION_PENALTY = 1.1
+
+
+def for_model(gs: GearSampling, pathways: list[str]) -> GearSampling | None:
+    """The default's settings for the pathways this model has (None when it has none of them)."""
+    per = {p: s for p, s in gs.per_pathway.items() if p in pathways}
+    return GearSampling(per, gs.policy) if per and len(pathways) > 1 else None
 
 
 def make_generator(seed: int | None) -> torch.Generator:

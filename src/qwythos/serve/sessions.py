@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..inference.engine import Completion, Engine, Request, TokenEvent, parse_gear
-from ..inference.sampling import SamplingParams
+from ..inference.sampling import GearSampling, SamplingParams
 from ..inference.trace import switches
 
 HELP = """commands:
@@ -40,8 +40,10 @@ class ChatSession:
         mode: str | None = None,
         gear: dict[str, float] | None = None,
         system: str | None = None,
+        gear_sampling: GearSampling | None = None,
     ):
         self.engine, self.params, self.system = engine, params, system
+        self.gear_sampling = gear_sampling
         self.mode = mode or engine.default_mode
         self.gear = dict(gear or {})
         engine.routing(self.mode, self.gear)  # validate now
@@ -86,7 +88,13 @@ class ChatSession:
         self.messages.append({"role": "user", "content": text})
         routing, bias = self.engine.routing(self.mode, self.gear)
         try:
-            request = Request(self.prompt_ids(), replace(self.params), gear_bias=bias, on_event=on_event)
+            request = Request(
+                self.prompt_ids(),
+                replace(self.params),
+                gear_bias=bias,
+                gear_sampling=self.gear_sampling,
+                on_event=on_event,
+            )
             done = self.engine.generate([request], routing)[0]
         except ValueError:
             self.messages.pop()

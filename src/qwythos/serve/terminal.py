@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from ..inference.engine import Engine, TokenEvent
-from ..inference.sampling import SamplingParams
+from ..inference.sampling import GearSampling, SamplingParams
 from ..inference.trace import PALETTE, RESET
 from .sessions import ChatSession, dominant
 
@@ -49,9 +49,10 @@ def run_chat(
     mode: str | None = None,
     gear: dict[str, float] | None = None,
     system: str | None = None,
+    gear_sampling: GearSampling | None = None,
 ) -> int:
     """The chat loop; returns the number of replies. Ends at EOF or /quit."""
-    session = ChatSession(engine, params, mode=mode, gear=gear, system=system)
+    session = ChatSession(engine, params, mode=mode, gear=gear, system=system, gear_sampling=gear_sampling)
     pathways = engine.pathways
     stdout.write(legend(pathways, color) + "   (/help for commands, /quit to leave)\n")
     replies = 0
