@@ -19,7 +19,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import StreamingResponse
 
 from ..inference.engine import Completion, Engine, Request, TokenEvent
-from ..inference.sampling import SamplingParams
+from ..inference.sampling import GearSampling, PathwaySampling, SamplingParams
 from ..inference.scheduler import Job, QueueFull, Scheduler
 from ..model.block import Routing
 from . import protocol as P
@@ -103,6 +103,20 @@ class Service:
             return self.engine.routing(gear.routing_mode() if gear else None, gear.bias if gear else None)
         except ValueError as e:
             raise ApiError(400, str(e).replace("--mode", "gear.mode"), param="gear") from None
+
+    def gear_sampling(self, gear: P.Gear | None) -> GearSampling | None:
+        """The request's ``gear.sampling`` for this model (400 naming the field for an unknown pathway)."""
+        if gear is None or gear.sampling is None:
+            return None
+        per = {
+            p: PathwaySampling(s.temperature, s.top_p, s.top_k) for p, s in gear.sampling.per_pathway.items()
+        }
+        gs = GearSampling(per, gear.sampling.policy)
+        try:
+            gs.check(self.engine.pathways)
+        except ValueError as e:
+            raise ApiError(400, f"gear.sampling: {e}", param="gear.sampling") from None
+        return gs
 
     def check_lengths(self, ids: list[int], max_tokens: int) -> None:
         if not ids:
@@ -259,6 +273,7 @@ def _resolve(f: asyncio.Future) -> None:
 async def completions(svc: Service, req: P.CompletionRequest, http: HttpRequest):
     svc.check_model(req.model)
     routing, bias = svc.routing(req.gear)
+    gs = svc.gear_sampling(req.gear)
     prompts = svc.prompts(req.prompt)
     max_tokens = 16 if req.max_tokens is None else req.max_tokens
     if max_tokens == 0 and not req.echo:
@@ -272,7 +287,7 @@ async def completions(svc: Service, req: P.CompletionRequest, http: HttpRequest)
         for i in range(req.n):
             prompt_lp = k if (req.echo and k is not None) else None
             params = svc.params(req, max_tokens, i, logprobs=k, prompt_logprobs=prompt_lp)
-            jobs.append(Job(Request(ids, params, gear_bias=bias), routing))
+            jobs.append(Job(Request(ids, params, gear_bias=bias, gear_sampling=gs), routing))
     texts = [text if text is not None else svc.engine.tokenizer.decode(ids) for ids, text in prompts]
     rid, created = P.new_id("cmpl"), P.now()
 
@@ -413,6 +428,7 @@ async def chat_completions(svc: Service, req: P.ChatCompletionRequest, http: Htt
             code="unsupported_parameter",
         )
     routing, bias = svc.routing(req.gear)
+    gs = svc.gear_sampling(req.gear)
     try:
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
@@ -428,7 +444,10 @@ async def chat_completions(svc: Service, req: P.ChatCompletionRequest, http: Htt
     if req.top_logprobs and not req.logprobs:
         raise ApiError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     jobs = [
-        Job(Request(ids, svc.params(req, max_tokens, i, logprobs=k), gear_bias=bias), routing)
+        Job(
+            Request(ids, svc.params(req, max_tokens, i, logprobs=k), gear_bias=bias, gear_sampling=gs),
+            routing,
+        )
         for i in range(req.n)
     ]
     rid, created = P.new_id("chatcmpl"), P.now()

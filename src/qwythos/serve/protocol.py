@@ -52,6 +52,22 @@ class WireModel(BaseModel):
         return data
 
 
+class PathwaySamplingWire(WireModel):
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+
+
+class GearSamplingWire(WireModel):
+    """Per-pathway sampling chosen per token by the gate: ``{"per_pathway": {"reasoning": {"temperature": 0},
+    "narrative": {"temperature": 0.8, "top_p": 0.95}}, "policy": "argmax"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    per_pathway: dict[str, PathwaySamplingWire] = Field(min_length=1)
+    policy: Literal["argmax", "blend"] = "argmax"
+
+
 class Gear(WireModel):
     """Steer the pathways for this request: ``{"bias": {"reasoning": 1.5}, "mode": "top1"}``."""
 
@@ -59,6 +75,7 @@ class Gear(WireModel):
     bias: dict[str, float] = Field(default_factory=dict)  # router logit offset per pathway
     mode: Literal["soft", "top1", "force"] | None = None  # None: the model's default mode
     force: str | None = None  # the pathway for mode="force"
+    sampling: GearSamplingWire | None = None  # overrides the request's temperature/top_p/top_k per token
 
     @field_validator("bias")
     @classmethod

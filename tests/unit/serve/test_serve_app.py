@@ -187,6 +187,21 @@ def test_chat_gear_steers_the_pathways(client):
         ({"model": "tiny", "prompt": []}, 422, "prompt"),
         ({"model": "tiny", "prompt": "x", "gear": {"bias": {"poetry": 1}}}, 400, "gear"),
         ({"model": "tiny", "prompt": "x", "gear": {"mode": "force"}}, 422, "gear"),
+        (
+            {"model": "tiny", "prompt": "x", "gear": {"sampling": {"per_pathway": {"poetry": {}}}}},
+            400,
+            "gear.sampling",
+        ),
+        ({"model": "tiny", "prompt": "x", "gear": {"sampling": {"per_pathway": {}}}}, 422, "gear"),
+        (
+            {
+                "model": "tiny",
+                "prompt": "x",
+                "gear": {"sampling": {"per_pathway": {"narrative": {"temperature": 9}}}},
+            },
+            422,
+            "gear",
+        ),
         ({"model": "other", "prompt": "x"}, 404, "model"),
         ({"model": "tiny", "prompt": [[1, 2, 99999]]}, 400, "prompt"),
         ({"model": "tiny", "prompt": [[5] * 201]}, 413, "prompt"),
@@ -290,3 +305,17 @@ def test_queue_full_answers_429_with_retry_after(engine):
         r = c.post("/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2})
         assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
         assert r.json()["error"]["code"] == "queue_full"
+
+
+def test_gear_sampling_extension_chooses_sampling_per_token(client):
+    """Forced onto reasoning with reasoning greedy, a hot request decodes exactly as a greedy one."""
+    msgs = [{"role": "user", "content": "Tom has 3 apples"}]
+    base = {"model": "tiny", "messages": msgs, "max_tokens": 8, "seed": 3}
+    force = {"mode": "force", "force": "reasoning"}
+    greedy = client.post("/v1/chat/completions", json={**base, "temperature": 0, "gear": force}).json()
+    sampling = {"per_pathway": {"reasoning": {"temperature": 0}, "narrative": {"temperature": 1.5}}}
+    body = {**base, "temperature": 1.5, "gear": {**force, "sampling": sampling}}
+    got = client.post("/v1/chat/completions", json=body).json()
+    assert got["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
+    hot = client.post("/v1/chat/completions", json={**base, "temperature": 1.5, "gear": force}).json()
+    assert hot["choices"][0]["message"]["content"] != greedy["choices"][0]["message"]["content"]
