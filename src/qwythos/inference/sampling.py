@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+# Temperatures below this decode greedily (vLLM's convention): logits / 1e-300 overflows to inf and the
+# softmax to NaN, and any temperature this small is greedy in effect anyway.
+GREEDY_BELOW = 1e-5
+
 
 @dataclass
 class SamplingParams:
     max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 = greedy
+    temperature: float = 0.0  # 0 (or anything below GREEDY_BELOW) = greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     repetition_penalty: float = 1.0  # CTRL-style: >1 discourages tokens already in the context
@@ -163,7 +167,7 @@ def sample_token(
 ) -> int:
     """One token from logits (V,) fp32."""
     logits = apply_repetition_penalty(logits, context, params.repetition_penalty)
-    if params.temperature == 0:
+    if params.temperature < GREEDY_BELOW:
         return int(logits.argmax())
     logits = filter_logits(logits / params.temperature, params.top_k, params.top_p)
     probs = torch.softmax(logits, -1)
