@@ -108,11 +108,11 @@ def test_top_p_keeps_the_nucleus():
 
 @pytest.mark.parametrize("temperature", [5e-324, 1e-30, 1e-6])
 def test_a_vanishing_temperature_decodes_greedily(engine, temperature):
-    """logits / 5e-324 is inf and its softmax NaN: such a temperature is greedy, not a crash (fuzz found it)."""
+    """logits / 5e-324 is inf and its softmax NaN: such a temperature is greedy, not a crash (fuzzing)."""
     prompt = prompts(engine)[1]
     greedy = engine.generate([Request(prompt, SamplingParams(max_new_tokens=6))])[0].token_ids
-    tiny = engine.generate([Request(prompt, SamplingParams(max_new_tokens=6, temperature=temperature, seed=1))])
-    assert tiny[0].token_ids == greedy
+    tiny = SamplingParams(max_new_tokens=6, temperature=temperature, seed=1)
+    assert engine.generate([Request(prompt, tiny)])[0].token_ids == greedy
 
 
 def uncached_greedy(model, prompt: list[int], n: int, routing) -> list[int]:
