@@ -72,6 +72,11 @@ def false_steps(text: str) -> list[str]:
     return bad
 
 
+def leaks_reasoning(text: str) -> bool:
+    """A story that slips into worked-solution form: a '#### N' answer line or written 'a op b = c'."""
+    return bool(_STRICT.search(text) or _STEP.search(text))
+
+
 def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 

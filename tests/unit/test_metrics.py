@@ -1,4 +1,12 @@
-from qwythos.text import distinct_n, false_steps, gsm_answer, gsm_match, repetition_rate, self_bleu
+from qwythos.text import (
+    distinct_n,
+    false_steps,
+    gsm_answer,
+    gsm_match,
+    leaks_reasoning,
+    repetition_rate,
+    self_bleu,
+)
 
 
 def test_gsm_strict_and_flexible():
@@ -29,3 +37,10 @@ def test_steps_read_negative_operands_and_skip_chains():
     assert false_steps("-4 - 2 = -2") == ["-4 - 2 = -2"]
     assert false_steps("-4 - 2 = 2") == ["-4 - 2 = 2"]  # passed as '4 - 2 = 2' when the sign was not read
     assert false_steps("23 * 45 = 23 * 40 + 23 * 5") == []  # a chain's middle is not a stated result
+
+
+def test_story_leakage_is_worked_solution_form_in_a_story():
+    assert leaks_reasoning("The fox had 3 hens. 3 + 4 = 7, so she had seven.")
+    assert leaks_reasoning("And so it ended.\n#### 12")
+    assert not leaks_reasoning("The fox counted 3 hens and 4 geese by the river, seven in all.")
+    assert not leaks_reasoning("In 1999 the war ended; the year 2001 - a new age.")

@@ -221,7 +221,9 @@ def _evaluate_system(system: System, cfg: EvalConfig, target: Target, inputs: In
     jobs = tasks.gsm_jobs(engine, problems, shots, cfg.gsm.max_new_tokens)
     if file_problems:
         jobs += tasks.gsm_jobs(engine, file_problems, shots, cfg.gsm.max_new_tokens, task="gsm_file")
-    jobs += tasks.narrative_jobs(engine, x.story_prompts, n.max_new_tokens, n.temperature, n.top_p, n.seed)
+    jobs += tasks.narrative_jobs(
+        engine, x.story_prompts, n.max_new_tokens, n.temperature, n.top_p, n.seed, n.samples_per_prompt
+    )
     jobs += tasks.mixed_jobs(engine, x.mixed_prompts, cfg.gsm.max_new_tokens, n.seed)
     if cfg.consistency.enabled and system.name in cfg.consistency.systems:
         c = cfg.consistency

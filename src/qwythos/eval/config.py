@@ -31,6 +31,7 @@ class GsmSection:
 @dataclass
 class NarrativeSection:
     prompts: int = 8  # story/dialogue prompts generated for the diversity metrics
+    samples_per_prompt: int = 1  # stories sampled per prompt, each seeded on its own
     mixed_prompts: int = 4  # story-with-a-sum prompts (answer checked, gear switches counted)
     max_new_tokens: int = 96
     temperature: float = 0.8  # sampled, as stories are; seeded so a rerun reproduces the texts
@@ -104,6 +105,10 @@ class EvalConfig:
             raise ConfigError(f"limit ({self.limit}) must be >= 0 (0 = no limit)")
         if self.gsm.fewshot < 0:
             raise ConfigError(f"gsm.fewshot ({self.gsm.fewshot}) must be >= 0")
+        if not 1 <= self.narrative.samples_per_prompt <= 64:
+            raise ConfigError(
+                f"narrative.samples_per_prompt ({self.narrative.samples_per_prompt}) must be in [1, 64]"
+            )
         if self.judge.base_url and not self.judge.model:
             raise ConfigError("judge.base_url is set but judge.model is empty; name the judge model")
 

@@ -34,6 +34,7 @@ TABLES = (
             "distinct_3",
             "self_bleu",
             "repetition",
+            "story_leakage",
             "narrative_ppl",
             "len_words_mean",
             "len_words_p90",
@@ -73,7 +74,15 @@ TABLES = (
     ),
     ("Robustness and cost", ("robust_ok", "tokens_generated", "time_s")),
 )
-LOWER_IS_BETTER = {"self_bleu", "repetition", "narrative_ppl", "gsm_ppl", "mixed_ppl", "time_s"}
+LOWER_IS_BETTER = {
+    "self_bleu",
+    "repetition",
+    "story_leakage",
+    "narrative_ppl",
+    "gsm_ppl",
+    "mixed_ppl",
+    "time_s",
+}
 
 
 def fmt(v) -> str:
@@ -483,8 +492,16 @@ HEADLINE = ("gsm_strict", "gsm_flexible", "distinct_2", "self_bleu", "narrative_
 
 
 def headline(results: dict) -> str:
-    """The headline table (markdown) printed by `qwythos eval` and the quickstart, and the missing systems."""
+    """The headline table (markdown) printed by `qwythos eval` and the quickstart, the missing systems, what
+    gsm_* measured, and the paired differences on those problems (A − B, 95 % CI, McNemar p)."""
     keys, rows = _rows(results, HEADLINE)
     lines = [md_table(["system", *keys], rows)]
     lines += [f"(no {name}: {why})" for name, why in results.get("missing", {}).items()]
+    gsm = results.get("data", {}).get("gsm", {})
+    if gsm:
+        lines.append(f"gsm_*: {gsm.get('n')} held-out {gsm.get('source')} problems (seed {gsm.get('seed')})")
+    paired = [r for r in _paired_rows(results)[1] if r[1] == "gsm accuracy"]
+    if paired:
+        lines.append("paired on those problems (A − B, 95 % CI, McNemar p):")
+        lines += [f"  {pair}: {diff} {ci}, p = {p}" for pair, _, _, diff, ci, p in paired]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ import torch
 
 from ..inference.engine import Engine
 from ..inference.sampling import SamplingParams
-from ..text import distinct_n, gsm_answer, gsm_match, repetition_rate, self_bleu, words
+from ..text import distinct_n, gsm_answer, gsm_match, leaks_reasoning, repetition_rate, self_bleu, words
 from . import consistency as cons
 from . import texts
 from .data import GsmProblem
@@ -70,19 +70,32 @@ def story_params(max_new_tokens: int, temperature: float, top_p: float, seed: in
     return SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
 
 
+STORY_SAMPLE_STRIDE = (
+    1_000_003  # sample k of a prompt is seeded seed + i + k * this (no prompt count reaches it)
+)
+
+
 def narrative_jobs(
-    engine: Engine, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float, seed: int
+    engine: Engine,
+    prompts: list[str],
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    samples: int = 1,
 ) -> list[Job]:
-    """Each prompt with its own seed, so batching never changes a story."""
+    """``samples`` stories per prompt, each with its own seed (so batching never changes a story, and sample
+    k of prompt i is the same story whatever the number of prompts or samples)."""
     return [
         Job(
             "narrative",
-            f"story-{i}",
+            f"story-{i}" if k == 0 else f"story-{i}-{k}",
             engine.encode_chat([{"role": "user", "content": p}]),
-            story_params(max_new_tokens, temperature, top_p, seed + i),
-            {"prompt": p},
+            story_params(max_new_tokens, temperature, top_p, seed + i + STORY_SAMPLE_STRIDE * k),
+            {"prompt": p, "sample": k},
         )
         for i, p in enumerate(prompts)
+        for k in range(samples)
     ]
 
 
@@ -109,6 +122,7 @@ def score_narrative(outputs: list[Output]) -> dict:
     out = {f"distinct_{n}": distinct_n(stories, n) for n in (1, 2, 3)}
     out["self_bleu"] = self_bleu(stories)
     out["repetition"] = statistics.fmean(repetition_rate(s) for s in stories) if stories else None
+    out["story_leakage"] = statistics.fmean(leaks_reasoning(s) for s in stories) if stories else None
     out["narrative_n"] = len(stories)
     return {**out, **length_stats(outputs)}
 

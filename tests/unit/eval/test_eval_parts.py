@@ -87,6 +87,32 @@ def test_fit_context_keeps_the_tail():
         fit_context([1], 10, 10)
 
 
+def test_stories_per_prompt_are_seeded_per_sample(tiny_run):
+    """narrative.samples_per_prompt: distinct seeds per sample; sample k of prompt i does not depend on how
+    many prompts or samples there are; leakage is scored on every sample."""
+    model = load_native(tiny_run / "model")
+    from transformers import AutoTokenizer
+
+    engine = Engine(model, AutoTokenizer.from_pretrained(tiny_run / "model"))
+    prompts = ["Tell a story about a fox.", "Tell a story about a ship."]
+    three = tasks.narrative_jobs(engine, prompts, 8, 0.8, 0.95, seed=0, samples=3)
+    one = tasks.narrative_jobs(engine, prompts[:1], 8, 0.8, 0.95, seed=0)
+    assert [j.key for j in three] == [
+        "story-0",
+        "story-0-1",
+        "story-0-2",
+        "story-1",
+        "story-1-1",
+        "story-1-2",
+    ]
+    assert len({j.params.seed for j in three}) == 6 and three[0].params.seed == one[0].params.seed
+    texts = [o.text for o in generate(engine, Routing("soft"), three, batch_size=6)]
+    alone = generate(engine, Routing("soft"), [three[4]], batch_size=1)
+    assert alone[0].text == texts[4] and len(set(texts[:3])) > 1  # same seed same story; samples differ
+    scored = tasks.score_narrative([out(t, task="narrative") for t in ["3 + 4 = 7", "a fox", "#### 2", "x"]])
+    assert scored["story_leakage"] == 0.5 and scored["narrative_n"] == 4
+
+
 def test_batched_generation_equals_one_by_one_and_keeps_job_order(tiny_run):
     model = load_native(tiny_run / "model")
     from transformers import AutoTokenizer
