@@ -12,6 +12,8 @@ import json
 import math
 from pathlib import Path
 
+from . import stats
+
 TABLES = (
     (
         "Reasoning",
@@ -438,7 +440,24 @@ def compare_tables(named: dict[str, dict]) -> list[tuple[str, list[str], list[li
             tables.append(
                 (title, ["system", "metric", *labels, *(["B - A"] if len(labels) == 2 else [])], rows)
             )
+    head, rows = _paired_rows({"paired": across_evaluations(named)})
+    if rows:
+        tables.append((f"{PAIRED}: each evaluation against A, system by system", head, rows))
     return tables
+
+
+def across_evaluations(named: dict[str, dict]) -> list[dict]:
+    """Each system of each later evaluation minus the same system in the first, paired on the items both
+    scored (same problem ids and record ids: the same held-out sets)."""
+    (first, base), *rest = named.items()
+    rows = []
+    for label, res in rest:
+        for s in res.get("per_item", {}):
+            if s in base.get("per_item", {}):
+                a, b = f"{s} ({label.split(':')[0]})", f"{s} ({first.split(':')[0]})"
+                per_item = {a: res["per_item"][s], b: base["per_item"][s]}
+                rows += stats.compare(per_item, pairs=[(a, b)])
+    return rows
 
 
 HELDOUT = {

@@ -143,6 +143,10 @@ def test_compare_two_evaluations_side_by_side(evaluated, tiny_run, tmp_path):
     same = compare([tiny_run, tiny_run / "eval"])["markdown"]
     assert "Warning" not in same  # the same held-out sets: no warning
     assert "A: run" in same and "B: eval" in same
+    # paired across evaluations, system by system: the same evaluation twice differs by exactly 0
+    across = [line for line in same.splitlines() if line.startswith("| hybrid_soft (B) − hybrid_soft (A) |")]
+    assert any("gsm accuracy" in line and "+0.0 pts" in line for line in across), across
+    assert any("perplexity" in line and "+0.0 %" in line for line in across), across
     twins = compare([tiny_run / "eval", tmp_path / "b", tiny_run / "eval"])["markdown"]  # same folder names
     assert "A: run/eval" in twins and "C: run/eval" in twins and "B - A" not in twins
     assert out["html"].startswith("<!DOCTYPE html>")
