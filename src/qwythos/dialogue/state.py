@@ -314,14 +314,21 @@ def where_is(state: GameState, item: str) -> Fact:
     return Fact(name, "location", None, None, f"Nothing records where the {name} is.")
 
 
-def can_afford(state: GameState, price_each: int, qty: int, currency: str = "gold") -> Fact:
-    """Whether ``qty`` things at ``price_each`` fit in what is held of ``currency``, with the sums."""
+def plural(word: str) -> str:
+    return word if word.endswith("s") else word + ("es" if word.endswith(("ch", "sh", "x")) else "s")
+
+
+def can_afford(
+    state: GameState, price_each: int, qty: int, currency: str = "gold", item: str | None = None
+) -> Fact:
+    """Whether ``qty`` ``item``s at ``price_each`` fit in what is held of ``currency``, with the sums."""
     for key, value, low in (("price_each", price_each, 0), ("qty", qty, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{key} must be a whole number >= {low}, got {value!r}")
     name, have = state.display(currency), state.held(currency)
     cost = price_each * qty
     value = {"have": have, "cost": cost, "enough": have >= cost, "remaining": have - cost}
-    sums = f"{qty} at {price_each} {name} each cost {cost} {name}; you have {have}"
+    what = f"{qty} {plural(item) if qty != 1 else item}" if item else str(qty)
+    sums = f"{what} at {price_each} {name} each cost {cost} {name}; you have {have}"
     text = f"{sums}, so {have - cost} would be left." if have >= cost else f"{sums}, {cost - have} short."
     return Fact(name, "can_afford", value, state.source.get(("inventory", norm(currency))), text)
