@@ -49,6 +49,13 @@ CREATE TABLE summaries (
 CREATE INDEX facts_current ON facts (session_id, subject, attribute, superseded_by);
 CREATE INDEX summaries_by_session ON summaries (session_id, upto_seq);
 """
+HISTORY = {  # record kind -> (table, its columns besides id and session_id, the column a fork cuts on)
+    "message": ("messages", ("seq", "role", "content", "meta_json", "created"), "seq"),
+    "event": ("events", ("seq", "type", "payload_json", "turn", "created"), "turn"),
+    "fact": ("facts", ("subject", "attribute", "value", "turn", "source_event", "superseded_by"), "turn"),
+    "summary": ("summaries", ("upto_seq", "text", "created"), "upto_seq"),
+}
+JSON_COLUMNS = {"meta_json": "meta", "payload_json": "payload", "value": "value"}  # column -> record key
 
 
 def now() -> str:
@@ -318,11 +325,51 @@ class Store:
             )
         return None if row is None else dict(row)
 
-    # fork, export, import
+    # fork, export, import: all three move history as the same records
+
+    @staticmethod
+    def _history(db, session_id: int, upto: int | None = None) -> list[dict]:
+        """Records of the session's history (up to message ``upto``); facts carry their position ``n`` and
+        name the fact that superseded them by position, dropped when it lies beyond ``upto``."""
+        records = []
+        for kind, (table, cols, cut) in HISTORY.items():
+            order = "seq" if "seq" in cols else "id"
+            rows = _all(
+                db,
+                f"SELECT * FROM {table} WHERE session_id = ? AND {cut} <= ? ORDER BY {order}",
+                session_id,
+                2**62 if upto is None else upto,
+            )
+            n = {r["id"]: i for i, r in enumerate(rows, 1)}
+            for i, r in enumerate(rows, 1):
+                rec = {"kind": kind} | {JSON_COLUMNS.get(c, c): _decode(c, r[c]) for c in cols}
+                if kind == "fact":
+                    rec |= {"n": i, "superseded_by": n.get(r["superseded_by"])}
+                records.append(rec)
+        return records
+
+    @staticmethod
+    def _write_history(db, session_id: int, records: list[dict], first: int = 0) -> None:
+        facts = {}  # position n -> (position of its superseder, new id)
+        for i, rec in enumerate(records, first):
+            if rec.get("kind") not in HISTORY:
+                raise ValueError(
+                    f"records[{i}]: unknown kind {rec.get('kind')!r}; expected one of {list(HISTORY)}"
+                )
+            table, cols, _ = HISTORY[rec["kind"]]
+            if rec["kind"] == "event":
+                parse_event({"type": rec["type"], **rec["payload"]})  # a bad event fails the whole write
+            values = {c: _encode(c, rec[JSON_COLUMNS.get(c, c)]) for c in cols if c != "superseded_by"}
+            new = _insert(db, table, session_id=session_id, **values)
+            if rec["kind"] == "fact":
+                facts[rec["n"]] = (rec["superseded_by"], new)
+        for later, new in facts.values():
+            if later is not None:
+                db.execute("UPDATE facts SET superseded_by = ? WHERE id = ?", (facts[later][1], new))
 
     def fork(self, owner: str, session_id: int, at_message_seq: int) -> int:
         """A new session with this one's history up to and including message ``at_message_seq``: messages,
-        events and facts with turns up to it (supersession links after it dropped), summaries up to it."""
+        events and facts with turns up to it (supersession by later facts undone), summaries up to it."""
         with self._tx() as db:
             row = _one(db, "SELECT * FROM sessions WHERE id = ? AND owner = ?", session_id, owner)
             if row is None:
@@ -343,56 +390,18 @@ class Store:
                 session_id,
                 at_message_seq,
             )
-            args = (new, session_id, at_message_seq)
-            db.execute(
-                "INSERT INTO messages (session_id, seq, role, content, meta_json, created)"
-                " SELECT ?, seq, role, content, meta_json, created FROM messages"
-                " WHERE session_id = ? AND seq <= ? ORDER BY seq",
-                args,
-            )
-            db.execute(
-                "INSERT INTO events (session_id, seq, type, payload_json, turn, created) SELECT ?, seq, type,"
-                " payload_json, turn, created FROM events WHERE session_id = ? AND turn <= ? ORDER BY seq",
-                args,
-            )
-            db.execute(
-                "INSERT INTO summaries (session_id, upto_seq, text, created) SELECT ?, upto_seq, text,"
-                " created FROM summaries WHERE session_id = ? AND upto_seq <= ? ORDER BY id",
-                args,
-            )
-            rows = _all(db, "SELECT * FROM facts WHERE session_id = ? AND turn <= ? ORDER BY id", *args[1:])
-            copied = {
-                r["id"]: _insert(
-                    db,
-                    "facts",
-                    session_id=new,
-                    subject=r["subject"],
-                    attribute=r["attribute"],
-                    value=r["value"],
-                    turn=r["turn"],
-                    source_event=r["source_event"],
-                )
-                for r in rows
-            }
-            for r in rows:  # a link to a fact after the fork point is dropped: the copy is current there
-                if r["superseded_by"] in copied:
-                    db.execute(
-                        "UPDATE facts SET superseded_by = ? WHERE id = ?",
-                        (copied[r["superseded_by"]], copied[r["id"]]),
-                    )
+            self._write_history(db, new, self._history(db, session_id, at_message_seq))
         return new
 
     def export_session(self, owner: str, session_id: int) -> list[dict]:
-        """JSONL-able records, no database ids: a header (session + character card), then the messages,
-        events, facts (supersession as positions ``n``) and summaries, in order, each with a "kind"."""
+        """JSONL-able records without database ids: a header (the session and its character's card), then
+        the messages, events, facts and summaries in order, each with a "kind"."""
         with self._tx(write=False) as db:  # one snapshot
             session = _one(db, "SELECT * FROM sessions WHERE id = ? AND owner = ?", session_id, owner)
             if session is None:
                 raise LookupError(f"session {session_id} not found for owner {owner!r}")
             char = _one(db, "SELECT * FROM characters WHERE id = ?", session["character_id"])
-            events = _all(db, "SELECT * FROM events WHERE session_id = ? ORDER BY seq", session_id)
-            summaries = _all(db, "SELECT * FROM summaries WHERE session_id = ? ORDER BY id", session_id)
-            messages, facts = self._messages(db, session_id), self._facts(db, session_id, True)
+            history = self._history(db, session_id)
         avatar = None if char["avatar_png"] is None else base64.b64encode(char["avatar_png"]).decode("ascii")
         character = {
             "name": char["name"],
@@ -400,39 +409,16 @@ class Store:
             "avatar_png": avatar,
             "created": char["created"],
         }
-        records = [
-            {
-                "kind": "session",
-                "schema_version": SCHEMA_VERSION,
-                "player_name": session["player_name"],
-                "settings": json.loads(session["settings_json"]),
-                "forked_at_message": session["forked_at_message"],
-                "created": session["created"],
-                "character": character,
-            }
-        ]
-        records += [{"kind": "message"} | m for m in messages]
-        records += [
-            {
-                "kind": "event",
-                "seq": r["seq"],
-                "type": r["type"],
-                "payload": json.loads(r["payload_json"]),
-                "turn": r["turn"],
-                "created": r["created"],
-            }
-            for r in events
-        ]
-        n = {f["id"]: i for i, f in enumerate(facts, 1)}
-        records += [
-            {"kind": "fact", "n": n[f["id"]], "superseded_by": n.get(f["superseded_by"])}
-            | {k: f[k] for k in ("subject", "attribute", "value", "turn", "source_event")}
-            for f in facts
-        ]
-        records += [
-            {"kind": "summary"} | {k: r[k] for k in ("upto_seq", "text", "created")} for r in summaries
-        ]
-        return records
+        header = {
+            "kind": "session",
+            "schema_version": SCHEMA_VERSION,
+            "player_name": session["player_name"],
+            "settings": json.loads(session["settings_json"]),
+            "forked_at_message": session["forked_at_message"],
+            "created": session["created"],
+            "character": character,
+        }
+        return [header] + history
 
     def import_session(self, owner: str, records: list[dict]) -> int:
         """A new session (and character) for ``owner`` from ``export_session`` records; all or nothing."""
@@ -463,60 +449,13 @@ class Store:
                 head["forked_at_message"],
                 head["created"],
             )
-            facts = {}
-            for i, r in enumerate(records[1:], 1):
-                kind = r.get("kind")
-                if kind == "message":
-                    _insert(
-                        db,
-                        "messages",
-                        session_id=sid,
-                        seq=r["seq"],
-                        role=r["role"],
-                        content=r["content"],
-                        meta_json=json.dumps(r["meta"]),
-                        created=r["created"],
-                    )
-                elif kind == "event":
-                    parse_event({"type": r["type"], **r["payload"]})  # a bad event fails the whole import
-                    _insert(
-                        db,
-                        "events",
-                        session_id=sid,
-                        seq=r["seq"],
-                        type=r["type"],
-                        payload_json=json.dumps(r["payload"]),
-                        turn=r["turn"],
-                        created=r["created"],
-                    )
-                elif kind == "fact":
-                    facts[r["n"]] = (
-                        r["superseded_by"],
-                        _insert(
-                            db,
-                            "facts",
-                            session_id=sid,
-                            subject=r["subject"],
-                            attribute=r["attribute"],
-                            value=json.dumps(r["value"]),
-                            turn=r["turn"],
-                            source_event=r["source_event"],
-                        ),
-                    )
-                elif kind == "summary":
-                    _insert(
-                        db,
-                        "summaries",
-                        session_id=sid,
-                        upto_seq=r["upto_seq"],
-                        text=r["text"],
-                        created=r["created"],
-                    )
-                else:
-                    raise ValueError(
-                        f"records[{i}]: unknown kind {kind!r}; expected message, event, fact or summary"
-                    )
-            for later, new in facts.values():
-                if later is not None:
-                    db.execute("UPDATE facts SET superseded_by = ? WHERE id = ?", (facts[later][1], new))
+            self._write_history(db, sid, records[1:], first=1)
         return sid
+
+
+def _decode(column: str, value: object) -> object:
+    return json.loads(value) if column in JSON_COLUMNS else value
+
+
+def _encode(column: str, value: object) -> object:
+    return json.dumps(value) if column in JSON_COLUMNS else value
