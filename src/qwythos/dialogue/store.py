@@ -77,6 +77,8 @@ def _all(db: sqlite3.Connection, sql: str, *args) -> list[sqlite3.Row]:
 
 
 class Store:
+    """One SQLite file; safe to share between threads (one connection, a lock around each transaction)."""
+
     def __init__(self, path: str | Path):
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -84,14 +86,15 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            with self._tx() as db:
+        with self._tx() as db:  # under the write lock: two processes opening a new file create it once
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
+                version = SCHEMA_VERSION
+        if version != SCHEMA_VERSION:
             self._db.close()
             raise ValueError(
                 f"{path}: schema version {version}, this qwythos reads {SCHEMA_VERSION}; "

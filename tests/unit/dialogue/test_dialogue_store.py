@@ -192,3 +192,12 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
     with Store(path) as store:
         got = [m["content"] for m in store.messages(sid)]
     assert len(got) >= n and got[:n] == [f"message {i}" for i in range(1, n + 1)]
+
+
+def test_a_second_connection_sees_each_committed_write(tmp_path, store):
+    sid = session(store)
+    with Store(tmp_path / "dialogue.db") as other:
+        store.add_message(sid, "user", "hello")
+        assert [m["content"] for m in other.messages(sid)] == ["hello"]
+        other.add_message(sid, "assistant", "hi")
+        assert store.add_message(sid, "user", "again") == 3
