@@ -60,6 +60,8 @@ def test_case_sensitivity_and_whole_words():
     }
     assert reasons(book, ["Mara saw a Cat."])["ww"] == (True, "key:cat")
     assert reasons(book, ["Mara saw"])["cs"] == (True, "key:Mara")
+    mr = Lorebook([LoreEntry(["Mr."], "m", whole_words=True, name="mr")])
+    assert reasons(mr, ["ask Mr. Oak"])["mr"][0] and not reasons(mr, ["Mr.X"])["mr"][0]
 
 
 def test_regex_keys_use_their_own_flags():
@@ -166,6 +168,11 @@ def test_card_book_round_trip_and_extensions():
         and out["constant"] is True
         and out["extensions"]["depth"] == 4
     )
+
+
+def test_card_book_zero_depth_and_budget_are_kept():
+    lb = lorebook_from_card_book({"scan_depth": 0, "token_budget": 0, "entries": []})
+    assert (lb.scan_depth, lb.token_budget) == (0, 0)
 
 
 def test_card_book_errors():
