@@ -141,7 +141,7 @@ class Lorebook:
         while True:
             new = []
             for i, e in enumerate(self.entries):
-                if reasons.get(i, "no_").startswith("no_") or reasons[i] == "secondary_logic":
+                if reasons.get(i) in (None, "no_key_matched", "secondary_logic"):  # may trigger now
                     reasons[i] = self._reason(e, text)
                     if reasons[i] == "constant" or reasons[i].startswith("key:"):
                         new.append(e.content)
@@ -176,7 +176,7 @@ class Lorebook:
             else:
                 reasons[i] = "budget"
         chosen = set(taken)
-        order = sorted(chosen, key=lambda i: self.entries[i].insertion_order)
+        order = sorted(chosen, key=lambda i: (self.entries[i].insertion_order, i))
         included = [
             Block(e.label, e.content, tokens[i], e.insertion_order, e.position)
             for i in order
