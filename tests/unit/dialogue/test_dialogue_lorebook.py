@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from qwythos.dialogue.cards import card_to_dict, parse_card
 from qwythos.dialogue.lorebook import Lorebook, LoreEntry, lorebook_from_card_book, lorebook_to_card_book
 
 
@@ -182,3 +183,28 @@ def test_card_book_errors():
         )
     with pytest.raises(ValueError, match="scan_depth"):
         Lorebook([], scan_depth=-1)
+
+
+def test_a_cards_book_selects_and_goes_back_into_the_card():
+    book = {
+        "extensions": {},
+        "entries": [
+            {
+                "keys": ["lamp"],
+                "content": "Lamps cost 7 gold.",
+                "extensions": {},
+                "enabled": True,
+                "insertion_order": 1,
+            }
+        ],
+    }
+    card_dict = {
+        "spec": "chara_card_v2",
+        "spec_version": "2.0",
+        "data": {"name": "Mara", "character_book": book},
+    }
+    card = parse_card(card_dict)
+    lb = lorebook_from_card_book(card.character_book)
+    assert [b.content for b in lb.select(["Two lamps, please."], words).included] == ["Lamps cost 7 gold."]
+    card.character_book = lorebook_to_card_book(lb)
+    assert card_to_dict(card) == card_dict
