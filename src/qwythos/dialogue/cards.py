@@ -180,7 +180,7 @@ def _text_keyword(kind: bytes, body: bytes) -> str | None:
 
 def _decode_payload(payload: bytes, where: str) -> dict:
     try:
-        text = base64.b64decode(payload, validate=True).decode("utf-8")
+        text = base64.b64decode(b"".join(payload.split()), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError) as e:
         raise CardError(f"{where}: not valid base64 of UTF-8 JSON ({e}); re-export the card") from e
     return _decode_json(text, where)

@@ -41,8 +41,10 @@ def key_pattern(key: str, case_sensitive: bool = False, whole_words: bool = Fals
             raise ValueError(
                 f"lorebook key {key!r} is not a valid regex ({e}); fix it or drop the slashes"
             ) from e
-    body = re.escape(key)
-    return re.compile(rf"\b{body}\b" if whole_words else body, 0 if case_sensitive else re.IGNORECASE)
+    body = re.escape(key)  # whole words: \b, written as lookarounds so "Mr." or "+1" keys still match
+    return re.compile(
+        rf"(?<!\w){body}(?!\w)" if whole_words else body, 0 if case_sensitive else re.IGNORECASE
+    )
 
 
 @dataclass
@@ -139,7 +141,7 @@ class Lorebook:
         while True:
             new = []
             for i, e in enumerate(self.entries):
-                if reasons.get(i, "no_").startswith("no_") or reasons[i] == "secondary_logic":
+                if reasons.get(i) in (None, "no_key_matched", "secondary_logic"):  # may trigger now
                     reasons[i] = self._reason(e, text)
                     if reasons[i] == "constant" or reasons[i].startswith("key:"):
                         new.append(e.content)
@@ -174,7 +176,7 @@ class Lorebook:
             else:
                 reasons[i] = "budget"
         chosen = set(taken)
-        order = sorted(chosen, key=lambda i: self.entries[i].insertion_order)
+        order = sorted(chosen, key=lambda i: (self.entries[i].insertion_order, i))
         included = [
             Block(e.label, e.content, tokens[i], e.insertion_order, e.position)
             for i in order
@@ -220,8 +222,8 @@ def lorebook_from_card_book(book: dict) -> Lorebook:
         )
     return Lorebook(
         entries,
-        scan_depth=int(book.get("scan_depth") or 4),
-        token_budget=int(book.get("token_budget") or 512),
+        scan_depth=4 if book.get("scan_depth") is None else int(book["scan_depth"]),
+        token_budget=512 if book.get("token_budget") is None else int(book["token_budget"]),
         recursive=bool(book.get("recursive_scanning")),
         raw=copy.deepcopy(book),
     )

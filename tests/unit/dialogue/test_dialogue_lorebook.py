@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from qwythos.dialogue.cards import card_to_dict, parse_card
 from qwythos.dialogue.lorebook import Lorebook, LoreEntry, lorebook_from_card_book, lorebook_to_card_book
 
 
@@ -60,6 +61,8 @@ def test_case_sensitivity_and_whole_words():
     }
     assert reasons(book, ["Mara saw a Cat."])["ww"] == (True, "key:cat")
     assert reasons(book, ["Mara saw"])["cs"] == (True, "key:Mara")
+    mr = Lorebook([LoreEntry(["Mr."], "m", whole_words=True, name="mr")])
+    assert reasons(mr, ["ask Mr. Oak"])["mr"][0] and not reasons(mr, ["Mr.X"])["mr"][0]
 
 
 def test_regex_keys_use_their_own_flags():
@@ -168,6 +171,11 @@ def test_card_book_round_trip_and_extensions():
     )
 
 
+def test_card_book_zero_depth_and_budget_are_kept():
+    lb = lorebook_from_card_book({"scan_depth": 0, "token_budget": 0, "entries": []})
+    assert (lb.scan_depth, lb.token_budget) == (0, 0)
+
+
 def test_card_book_errors():
     with pytest.raises(ValueError, match=r"entries\[0\].extensions.selectiveLogic"):
         lorebook_from_card_book(
@@ -175,3 +183,28 @@ def test_card_book_errors():
         )
     with pytest.raises(ValueError, match="scan_depth"):
         Lorebook([], scan_depth=-1)
+
+
+def test_a_cards_book_selects_and_goes_back_into_the_card():
+    book = {
+        "extensions": {},
+        "entries": [
+            {
+                "keys": ["lamp"],
+                "content": "Lamps cost 7 gold.",
+                "extensions": {},
+                "enabled": True,
+                "insertion_order": 1,
+            }
+        ],
+    }
+    card_dict = {
+        "spec": "chara_card_v2",
+        "spec_version": "2.0",
+        "data": {"name": "Mara", "character_book": book},
+    }
+    card = parse_card(card_dict)
+    lb = lorebook_from_card_book(card.character_book)
+    assert [b.content for b in lb.select(["Two lamps, please."], words).included] == ["Lamps cost 7 gold."]
+    card.character_book = lorebook_to_card_book(lb)
+    assert card_to_dict(card) == card_dict
