@@ -197,17 +197,40 @@ class Store:
     def add_message(self, session_id: int, role: str, content: str, meta: dict | None = None) -> int:
         """Append a message (meta: the gear summary, the context report...); returns its seq (1, 2, ...)."""
         with self._tx() as db:
-            seq = self._last(db, "messages", session_id) + 1
-            _insert(
-                db,
-                "messages",
-                session_id=session_id,
-                seq=seq,
-                role=role,
-                content=content,
-                meta_json=json.dumps(meta or {}),
-                created=now(),
-            )
+            return self._add_message(db, session_id, role, content, meta)
+
+    def _add_message(self, db, session_id: int, role: str, content: str, meta: dict | None) -> int:
+        seq = self._last(db, "messages", session_id) + 1
+        _insert(
+            db,
+            "messages",
+            session_id=session_id,
+            seq=seq,
+            role=role,
+            content=content,
+            meta_json=json.dumps(meta or {}),
+            created=now(),
+        )
+        return seq
+
+    def add_turn(
+        self,
+        session_id: int,
+        messages: list[tuple[str, str, dict]],
+        facts: list[tuple[str, str, object, int | None]] = (),
+        summary: tuple[int, str] | None = None,
+    ) -> int:
+        """One dialogue turn in one transaction: its messages (role, content, meta), the facts it established
+        (subject, attribute, value, source event) and a new recap (upto_seq, text); the last message's seq.
+        A process killed mid-turn leaves the whole turn or none of it."""
+        with self._tx() as db:
+            seq = 0
+            for role, content, meta in messages:
+                seq = self._add_message(db, session_id, role, content, meta)
+            for subject, attribute, value, source in facts:
+                self._add_fact(db, session_id, subject, attribute, value, None, source)
+            if summary is not None:
+                self._add_summary(db, session_id, *summary)
         return seq
 
     def messages(self, session_id: int) -> list[dict]:
@@ -239,24 +262,32 @@ class Store:
     def add_event(self, session_id: int, event: Event, turn: int | None = None) -> int:
         """Store an event the caller has already checked with an EventLog; returns its seq (= its log id)."""
         with self._tx() as db:
-            seq = self._last(db, "events", session_id) + 1
-            if event.id is not None and event.id != seq:
-                raise ValueError(
-                    f"event id {event.id} != next seq {seq}: the EventLog and the store disagree; "
-                    "rebuild the log with EventLog(store.events(session_id))"
-                )
-            turn = self._turn(db, session_id, "events", event.turn if turn is None else turn)
-            payload = {k: v for k, v in event_to_dict(event).items() if k not in ("type", "id", "turn")}
-            _insert(
-                db,
-                "events",
-                session_id=session_id,
-                seq=seq,
-                type=event.TYPE,
-                payload_json=json.dumps(payload),
-                turn=turn,
-                created=now(),
+            return self._add_event(db, session_id, event, turn)
+
+    def add_events(self, session_id: int, events: list[Event]) -> list[int]:
+        """Several checked events in one transaction (all stored, or none)."""
+        with self._tx() as db:
+            return [self._add_event(db, session_id, e, None) for e in events]
+
+    def _add_event(self, db, session_id: int, event: Event, turn: int | None) -> int:
+        seq = self._last(db, "events", session_id) + 1
+        if event.id is not None and event.id != seq:
+            raise ValueError(
+                f"event id {event.id} != next seq {seq}: the EventLog and the store disagree; "
+                "rebuild the log with EventLog(store.events(session_id))"
             )
+        turn = self._turn(db, session_id, "events", event.turn if turn is None else turn)
+        payload = {k: v for k, v in event_to_dict(event).items() if k not in ("type", "id", "turn")}
+        _insert(
+            db,
+            "events",
+            session_id=session_id,
+            seq=seq,
+            type=event.TYPE,
+            payload_json=json.dumps(payload),
+            turn=turn,
+            created=now(),
+        )
         return seq
 
     def events(self, session_id: int) -> list[Event]:
@@ -281,22 +312,25 @@ class Store:
     ) -> int:
         """Record a fact; the current row for the same subject and attribute becomes superseded by it."""
         with self._tx() as db:
-            turn = self._turn(db, session_id, "facts", turn)
-            new = _insert(
-                db,
-                "facts",
-                session_id=session_id,
-                subject=subject,
-                attribute=attribute,
-                value=json.dumps(value),
-                turn=turn,
-                source_event=source_event,
-            )
-            db.execute(
-                "UPDATE facts SET superseded_by = ? WHERE session_id = ? AND subject = ? AND attribute = ?"
-                " AND superseded_by IS NULL AND id != ?",
-                (new, session_id, subject, attribute, new),
-            )
+            return self._add_fact(db, session_id, subject, attribute, value, turn, source_event)
+
+    def _add_fact(self, db, session_id, subject, attribute, value, turn, source_event) -> int:
+        turn = self._turn(db, session_id, "facts", turn)
+        new = _insert(
+            db,
+            "facts",
+            session_id=session_id,
+            subject=subject,
+            attribute=attribute,
+            value=json.dumps(value),
+            turn=turn,
+            source_event=source_event,
+        )
+        db.execute(
+            "UPDATE facts SET superseded_by = ? WHERE session_id = ? AND subject = ? AND attribute = ?"
+            " AND superseded_by IS NULL AND id != ?",
+            (new, session_id, subject, attribute, new),
+        )
         return new
 
     def facts(self, session_id: int, include_superseded: bool = False) -> list[dict]:
@@ -314,9 +348,11 @@ class Store:
 
     def add_summary(self, session_id: int, upto_seq: int, text: str) -> int:
         with self._tx() as db:
-            return _insert(
-                db, "summaries", session_id=session_id, upto_seq=upto_seq, text=text, created=now()
-            )
+            return self._add_summary(db, session_id, upto_seq, text)
+
+    @staticmethod
+    def _add_summary(db, session_id: int, upto_seq: int, text: str) -> int:
+        return _insert(db, "summaries", session_id=session_id, upto_seq=upto_seq, text=text, created=now())
 
     def latest_summary(self, session_id: int) -> dict | None:
         with self._tx(write=False) as db:
