@@ -151,14 +151,18 @@ class Dialogue:
         probe: bool = False,
         trace: bool = False,
         steering: dict | None = None,
+        on_token: Callable[[dict], None] | None = None,
     ) -> TurnResult:
+        """The NPC's reply to ``message``. ``probe``: answer without appending anything; ``steering``:
+        settings for this turn only; ``on_token``: each reply token as decided (a repair first sends
+        {"restart": True})."""
         session, card, settings = self.session(owner, session_id)
         if steering:
             settings = Settings.parse({**asdict(settings), **steering})
         with self._lock(session_id):
-            return self._turn(session, card, settings, message, probe, trace)
+            return self._turn(session, card, settings, message, probe, trace, on_token)
 
-    def _turn(self, session, card: Card, st: Settings, message: str, probe: bool, trace: bool) -> TurnResult:
+    def _turn(self, session, card: Card, st: Settings, message: str, probe: bool, trace: bool, on_token):
         sid, user = session["id"], session["player_name"]
         # ingest
         state = EventLog(self.store.events(sid)).state
@@ -192,11 +196,13 @@ class Dialogue:
         )
         prefix, tail = self._ids(c)
         # voice, check, at most one repair
-        reply = self._speak(prefix, tail, facts, st, first=True)
+        reply = self._speak(prefix, tail, facts, st, True, on_token)
         contradictions, repaired, checked = check_claims(reply.text, state, card.name), False, 1
         if contradictions and st.repair:
             pins = facts + [_truth(state, x) for x in contradictions if x.kind != "persona"]
-            again = self._speak(prefix, tail, pins, st, first=False)
+            if on_token is not None:
+                on_token({"restart": True})
+            again = self._speak(prefix, tail, pins, st, False, on_token)
             still, checked = check_claims(again.text, state, card.name), 2
             if len(still) < len(contradictions):
                 reply, repaired, contradictions = again, not still, still
@@ -237,7 +243,7 @@ class Dialogue:
             return [], full
         return prefix, full[len(prefix) :]
 
-    def _speak(self, prefix: list[int], tail: list[int], facts: list, st: Settings, first: bool):
+    def _speak(self, prefix: list[int], tail: list[int], facts: list, st: Settings, first: bool, on_token):
         bias = [0.0] * len(self.engine.pathways)
         names = self.engine.pathways
         if "narrative" in names:
@@ -253,7 +259,7 @@ class Dialogue:
         seed = None if st.seed is None else st.seed + (0 if first else 1)
         params = SamplingParams(repetition_penalty=st.repetition_penalty, seed=seed)
         gs: GearSampling | None = for_model(parse_gear_sampling(st.gear_sampling), names)
-        return self.voice.speak(prefix, tail, plan, bias, params, gs)
+        return self.voice.speak(prefix, tail, plan, bias, params, gs, on_token)
 
     def _remember(self, sid, history, message, reply, x, said, facts, st: Settings, user, char) -> int:
         turn_facts = [(n.subject, n.attribute, n.value, None) for n in said]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -109,9 +110,11 @@ class Voice:
         gear_bias: list[float],
         params: SamplingParams,
         gear_sampling: GearSampling | None = None,
+        on_token: Callable[[dict], None] | None = None,
     ) -> Spoken:
         """Decode ``plan`` after prefix + tail. ``gear_bias`` (P,) steers the free spans; pinned spans force
-        the reasoning pathway (the first pathway named 'reasoning', else pathway 0)."""
+        the reasoning pathway (the first pathway named 'reasoning', else pathway 0). ``on_token`` gets
+        {"delta", "pinned", "gate"} per reply token as it is decided (streaming)."""
         budget = sum(p.max_new_tokens if isinstance(p, Free) else 64 for p in plan)
         stored = self.prefixes.get(prefix_ids) if prefix_ids else None
         processed = len(tail_ids)
@@ -136,15 +139,27 @@ class Voice:
         gates: list[torch.Tensor] = []
         pinned: list[bool] = []
         finish = "length"
+        shown = [""]  # the reply text streamed so far
+
+        def emit() -> None:
+            if on_token is None:
+                return
+            text = self.engine.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd")
+            delta, shown[0] = text[len(shown[0]) :], text
+            gate = {p: round(float(x), 4) for p, x in zip(pathways, gates[-1].tolist(), strict=True)}
+            on_token({"delta": delta, "pinned": pinned[-1], "gate": gate})
+
         for part in plan:
             if isinstance(part, Pinned):
                 piece = self.engine.tokenizer.encode(part.text, add_special_tokens=False)
                 if not piece:
                     continue
                 out = self._forward(piece, cache, self._bias(force, len(piece)), last_only=False)
-                gates += list(out.gates[0].mean(1))  # a pinned token's own (forced) gate
-                ids += piece
-                pinned += [True] * len(piece)
+                for tok, g in zip(piece, out.gates[0].mean(1), strict=True):  # a pinned token's own gate
+                    ids.append(tok)
+                    gates.append(g)
+                    pinned.append(True)
+                    emit()
                 context += piece
                 logits, gate = out.logits[0, -1].float(), out.gates[0, -1].mean(0)
                 continue
@@ -163,6 +178,7 @@ class Voice:
                 ids.append(tok)
                 gates.append(gate)  # the engine's convention: the gate of the position that chose the token
                 pinned.append(False)
+                emit()
                 context.append(tok)
                 stream.add(tok)
                 out = self._forward([tok], cache, self._bias(gear_bias, 1))
