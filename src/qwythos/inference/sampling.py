@@ -149,6 +149,7 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
         sorted_logits, order = torch.sort(logits, descending=True)
         cum = torch.softmax(sorted_logits, -1).cumsum(-1)
         drop = cum - torch.softmax(sorted_logits, -1) >= top_p  # keep the token that crosses top_p
+        drop[0] = False  # and always the most likely one (a top_p of 5e-324 is 0 in float32)
         logits = logits.clone()
         logits[order[drop]] = float("-inf")
     return logits
