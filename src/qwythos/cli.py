@@ -347,6 +347,19 @@ def _serve(sub) -> None:
         default=120.0,
         help="seconds to let in-flight requests finish on shutdown",
     )
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="the dialogue engine's SQLite file (default: $QWYTHOS_HOME/dialogue.sqlite, else in MODEL_DIR)",
+    )
+    p.add_argument(
+        "--api-keys",
+        type=Path,
+        default=None,
+        help="a file of keys, one per line ('OWNER KEY' or 'KEY'): each owner sees only its own sessions",
+    )
+    p.add_argument("--no-dialogue", action="store_true", help="serve the OpenAI routes only (no SQLite)")
 
     def run(a):
         from .serve.server import serve
@@ -364,6 +377,9 @@ def _serve(sub) -> None:
             max_body_bytes=a.max_body_bytes,
             graceful_timeout=a.graceful_timeout,
             dtype=a.dtype,
+            db=a.db,
+            api_keys_file=a.api_keys,
+            dialogue=not a.no_dialogue,
         )
 
     p.set_defaults(func=run)

@@ -34,6 +34,7 @@ ROUTES = (
     "/health",
     "/metrics",
 )
+PREFIXES = ("/v1/characters", "/v1/sessions")  # the dialogue routes, labelled by their prefix
 
 
 class Guard:
@@ -41,12 +42,15 @@ class Guard:
 
     def __init__(self, app, settings: ServeSettings, metrics: Metrics):
         self.app, self.settings, self.metrics = app, settings, metrics
+        self.keys = dict(settings.api_keys)  # key -> owner: whose sessions a request may see
+        if settings.api_key:
+            self.keys[settings.api_key] = "default"
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path, start, status = scope["path"], time.perf_counter(), [500]
-        route = path if path in ROUTES else "other"
+        route = path if path in ROUTES else next((p for p in PREFIXES if path.startswith(p)), "other")
 
         async def send_status(message) -> None:
             if message["type"] == "http.response.start":
@@ -55,11 +59,15 @@ class Guard:
 
         headers = dict(scope["headers"])
         error = None
-        key = self.settings.api_key
-        if key and path != "/health":
+        if self.keys and path != "/health":
             auth = headers.get(b"authorization", b"").decode("latin-1")
             given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(given.encode(), key.encode()):
+            owner = None
+            for key, name in self.keys.items():  # every key compared: no early exit to time
+                if hmac.compare_digest(given.encode(), key.encode()):
+                    owner = name
+            scope.setdefault("state", {})["owner"] = owner
+            if owner is None:
                 error = ApiError(
                     401,
                     "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
@@ -222,4 +230,12 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
             raise ApiError(400, f"token ids must be in [0, {engine.vocab_size})", param="tokens")
         return {"prompt": engine.tokenizer.decode(req.tokens)}
 
+    if settings.db is not None:
+        from ..dialogue.store import Store
+        from ..dialogue.turn import Dialogue
+        from .dialogue import add_routes
+
+        store = Store(settings.db)
+        app.state.dialogue = Dialogue(engine, store)
+        add_routes(app, app.state.dialogue, settings.model_name)
     return app

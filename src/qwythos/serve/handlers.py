@@ -11,7 +11,7 @@ import asyncio
 import json
 import math
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from starlette.exceptions import HTTPException
@@ -29,7 +29,9 @@ from .metrics import Metrics
 @dataclass
 class ServeSettings:
     model_name: str  # the id clients send as "model" (default: the model folder's name)
-    api_key: str | None = None  # bearer key required on every route but /health
+    api_key: str | None = None  # bearer key required on every route but /health (its owner: "default")
+    api_keys: dict[str, str] = field(default_factory=dict)  # more keys: key -> owner (--api-keys FILE)
+    db: str | None = None  # the dialogue engine's SQLite file (None: no dialogue routes)
     max_batch: int = 8  # requests decoded together
     max_queue: int = 64  # requests waiting for a batch slot before 429
     max_prompt_tokens: int | None = None  # default: the model's context

@@ -6,6 +6,7 @@ in-flight requests, which the scheduler keeps decoding; then the scheduler drain
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from .handlers import ServeSettings
 
 log = logging.getLogger(__name__)
 API_KEY_ENV = "QWYTHOS_API_KEY"
+HOME_ENV = "QWYTHOS_HOME"  # where the dialogue engine keeps its SQLite file when --db is not given
 
 
 def build_app(
@@ -25,6 +27,42 @@ def build_app(
     engine = load_engine(model_dir, dtype)
     settings = settings or ServeSettings(model_name=Path(model_dir).resolve().name, **overrides)
     return create_app(engine, settings)
+
+
+def dialogue_db(model_dir: str | Path, db: str | Path | None) -> Path:
+    """--db, else $QWYTHOS_HOME/dialogue.sqlite, else dialogue.sqlite in the served model's folder."""
+    if db is not None:
+        return Path(db)
+    home = os.environ.get(HOME_ENV)
+    if home:
+        Path(home).mkdir(parents=True, exist_ok=True)
+        return Path(home) / "dialogue.sqlite"
+    return Path(model_dir) / "dialogue.sqlite"
+
+
+def read_api_keys(path: str | Path) -> dict[str, str]:
+    """--api-keys FILE: one key per line, ``OWNER KEY`` or a bare ``KEY`` (its owner: the key's hash);
+    blank lines and # comments skipped. Each owner sees only its own characters and sessions."""
+    keys: dict[str, str] = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise ValueError(f"--api-keys {path}: cannot read it ({e.strerror})") from None
+    for n, line in enumerate(lines, 1):
+        parts = line.split("#", 1)[0].split()
+        if not parts:
+            continue
+        if len(parts) > 2:
+            raise ValueError(f"--api-keys {path}:{n}: expected 'OWNER KEY' or 'KEY', got {len(parts)} words")
+        owner, key = (
+            parts if len(parts) == 2 else (hashlib.sha256(parts[0].encode()).hexdigest()[:12], parts[0])
+        )
+        if key in keys:
+            raise ValueError(f"--api-keys {path}:{n}: this key is listed twice")
+        keys[key] = owner
+    if not keys:
+        raise ValueError(f"--api-keys {path}: no keys in it; one per line, 'OWNER KEY' or 'KEY'")
+    return keys
 
 
 def serve(
@@ -40,6 +78,9 @@ def serve(
     max_body_bytes: int = 4 * 1024 * 1024,
     graceful_timeout: float = 120.0,
     dtype: str = "float32",
+    db: str | Path | None = None,
+    api_keys_file: str | Path | None = None,
+    dialogue: bool = True,
 ) -> None:
     import uvicorn
 
@@ -55,9 +96,13 @@ def serve(
         max_prompt_tokens=max_prompt_tokens,
         max_total_tokens=max_total_tokens,
         max_body_bytes=max_body_bytes,
+        api_keys=read_api_keys(api_keys_file) if api_keys_file else {},
+        db=str(dialogue_db(model_dir, db)) if dialogue else None,
     )
     app = build_app(model_dir, settings, dtype)
-    if settings.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+    if settings.db:
+        log.info("dialogue engine: sessions in %s", settings.db)
+    if not (settings.api_key or settings.api_keys) and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key: pass --api-key or set %s", host, API_KEY_ENV)
     log.info("serving %s as %r on http://%s:%d/v1", model_dir, settings.model_name, host, port)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=graceful_timeout)
