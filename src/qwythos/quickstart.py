@@ -19,19 +19,27 @@ from .inference.trace import render
 log = logging.getLogger(__name__)
 
 DEMO_PROMPTS = (
-    "Sam has 5 marbles and wins 8 more. How many marbles does Sam have now? Think step by step.",
+    "Your task is to count how many legs there are in total when given a list of animals.\n\n"
+    "Now, how many legs are there in total if you have 3 spiders, 2 cows, 4 ducks?",
     "Write a short story about a fox who finds a lantern in the snow.",
     "Tell a story in which a merchant counts her coins: 12 gold and 7 silver. How many coins in all?",
 )
 # The quickstart's evaluation (qwythos/eval/config.py keys): every system on fewer, shorter items than the
-# defaults, so it takes a few minutes on 2 cores; `qwythos eval RUN --out DIR` runs the full-size one.
+# defaults, so it takes a few minutes on 2 cores; `qwythos eval RUN --out DIR` runs the full-size one (on
+# GSM-style gsm_symbolic, which no 135M system here solves). Reasoning: 40 held-out leg_counting problems
+# from a seed far from the training set's (configs/curate-quickstart.yaml), enough for a paired CI.
 EVAL_OVERRIDES = (
-    "gsm.n=8",
-    "gsm.max_new_tokens=128",
+    "gsm.generator=leg_counting",
+    "gsm.args.min_animals=2",
+    "gsm.args.max_animals=4",
+    "gsm.args.max_instances=9",
+    "gsm.seed=100000",
+    "gsm.n=40",
+    "gsm.max_new_tokens=96",
     "narrative.prompts=6",
     "narrative.mixed_prompts=2",
     "narrative.max_new_tokens=64",
-    "narrative.heldout=8",
+    "narrative.heldout=16",
     "consistency.probes=4",
     "consistency.context_tokens=512",
     "consistency.systems=[hybrid_soft]",

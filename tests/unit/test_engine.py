@@ -104,7 +104,12 @@ def test_top_p_keeps_the_nucleus():
     kept = filter_logits(logits, top_k=0, top_p=0.7)
     assert torch.isfinite(kept).tolist() == [True, True, False, False]
     assert torch.isfinite(filter_logits(logits, top_k=1, top_p=1.0)).sum() == 1
-    assert torch.isfinite(filter_logits(logits, top_k=0, top_p=5e-324)).tolist() == [True, False, False, False]
+    assert torch.isfinite(filter_logits(logits, top_k=0, top_p=5e-324)).tolist() == [
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 @pytest.mark.parametrize("temperature", [5e-324, 1e-30, 1e-6])

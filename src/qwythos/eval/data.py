@@ -28,8 +28,13 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[3]
 SEED_SET = REPO / "data" / "seed" / "seed.jsonl.gz"
 PLACEHOLDER = REPO / "data" / "placeholder-narrative" / "placeholder.jsonl.gz"
-# configs/curate-quickstart.yaml: the training problems a bare model folder is checked against
-QUICKSTART_GSM = {"size": 2000, "seed": 0}
+# configs/curate-quickstart.yaml's reasoning input: what a bare model folder's overlap is checked against
+QUICKSTART_REASONING = {
+    "generator": "leg_counting",
+    "args": {"min_animals": 2, "max_animals": 4, "max_instances": 9},
+    "size": 800,
+    "seed": 0,
+}
 
 
 @dataclass
@@ -56,7 +61,7 @@ def training_records(dataset: str | None, narrative: Path) -> tuple[list[Record]
     what overlap is checked against.
 
     Without a readable training set (a bare model folder) the model is assumed to have trained on the
-    quickstart preset: its gsm_symbolic problems and the whole narrative source."""
+    quickstart preset: its reasoning problems and the whole narrative source."""
     if dataset:
         if not Path(dataset).exists() and (REPO / dataset).exists():  # relative to the checkout
             dataset = str(REPO / dataset)
@@ -69,24 +74,23 @@ def training_records(dataset: str | None, narrative: Path) -> tuple[list[Record]
         except (OSError, ValueError) as e:
             log.warning(
                 "cannot read the run's training set %s (%s); checking overlap against the "
-                "quickstart preset's gsm_symbolic problems only",
+                "quickstart preset's reasoning problems and the narrative source",
                 dataset,
                 e,
             )
-    import reasoning_gym
-
-    data = reasoning_gym.create_dataset("gsm_symbolic", **QUICKSTART_GSM)
+    q = QUICKSTART_REASONING
     records = [
         Record(
             id=f"preset-{i}",
-            source="gsm_symbolic",
+            source=q["generator"],
             pathway="reasoning",
-            messages=[{"role": "user", "content": data[i]["question"]}],
+            messages=[{"role": "user", "content": p.question}],
         )
-        for i in range(len(data))
+        for i, p in enumerate(gym.problems(q["generator"], q["size"], q["seed"], q["args"]))
     ]
     return records + read_records(narrative), (
-        f"the quickstart preset: gsm_symbolic (size 2000, seed 0) and all of {narrative.name}"
+        f"the quickstart preset: {q['generator']} (size {q['size']}, seed {q['seed']}) "
+        f"and all of {narrative.name}"
     )
 
 
