@@ -81,7 +81,7 @@ def test_quickstart_preset_builds_with_no_download(tmp_path):
     records = read_dataset(out)
     by_pathway = {p: [r for r in records if r.pathway == p] for p in ("reasoning", "narrative", "mixed")}
     assert by_pathway["reasoning"] and by_pathway["narrative"]
-    assert by_pathway["mixed"] == []  # budgeted 0: the quickstart trains the pathways and the gate without them
+    assert by_pathway["mixed"] == []  # budgeted 0: the pathways and the gate train without them
     assert all(r.response.rstrip().split("\n")[-1].startswith("####") for r in by_pathway["reasoning"][:50])
     assert all(r.source == "leg_counting" for r in by_pathway["reasoning"])
     manifest = json.loads((out / "manifest.json").read_text())
