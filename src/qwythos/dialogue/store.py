@@ -188,6 +188,20 @@ class Store:
             "settings": json.loads(row["settings_json"])
         }
 
+    def list_sessions(self, owner: str) -> list[dict]:
+        """The owner's sessions, newest first, with their character's name and message count."""
+        with self._tx(write=False) as db:
+            rows = _all(
+                db,
+                "SELECT s.id, s.character_id, c.name AS character, s.player_name, s.parent_session, "
+                "s.forked_at_message, s.created, "
+                "(SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id) AS messages "
+                "FROM sessions s JOIN characters c ON c.id = s.character_id "
+                "WHERE s.owner = ? ORDER BY s.id DESC",
+                owner,
+            )
+        return [dict(r) for r in rows]
+
     # the history of a session
 
     @staticmethod

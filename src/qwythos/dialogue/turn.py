@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -53,6 +53,8 @@ class Settings:
     recap_tokens: int = 160
     recall: int = 2  # old turns recalled per turn
     narrative_bias: float = 1.0  # router offset toward narrative for the voice (reasoning gets minus it)
+    gear_bias: dict[str, float] = field(default_factory=dict)  # more router offset per pathway, on top
+    routing: str | None = None  # soft | top1 for the voice (None: the model's default mode)
     gear_sampling: str = "reasoning:t=0;narrative:t=0.8,top_p=0.95"
     repetition_penalty: float = 1.1
     seed: int | None = 0  # None: a fresh seed each turn
@@ -68,6 +70,13 @@ class Settings:
                 raise ValueError(f"settings.{name} ({getattr(self, name)}) must be >= 0")
         if not -20 <= self.narrative_bias <= 20:
             raise ValueError(f"settings.narrative_bias ({self.narrative_bias}) must be in [-20, 20]")
+        if not isinstance(self.gear_bias, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and -20 <= v <= 20
+            for v in self.gear_bias.values()
+        ):
+            raise ValueError("settings.gear_bias must map pathway names to numbers in [-20, 20]")
+        if self.routing not in (None, "soft", "top1"):
+            raise ValueError(f"settings.routing ({self.routing!r}) must be 'soft', 'top1' or null")
         parse_gear_sampling(self.gear_sampling)  # raises naming the spec
 
     @classmethod
@@ -94,6 +103,16 @@ class Dialogue:
         self._locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
 
+    def settings(self, obj: dict | None) -> Settings:
+        """Parse settings and check the pathways they name against this model's."""
+        st = Settings.parse(obj)
+        unknown = sorted(set(st.gear_bias) - set(self.engine.pathways))
+        if unknown:
+            raise ValueError(
+                f"settings.gear_bias: unknown pathway(s) {unknown}; this model's: {self.engine.pathways}"
+            )
+        return st
+
     def count_tokens(self, text: str) -> int:
         return len(self.engine.tokenizer.encode(text, add_special_tokens=False))
 
@@ -104,7 +123,7 @@ class Dialogue:
         if s is None:
             raise NotFound(f"session {session_id} not found")
         character = self.store.get_character(owner, s["character_id"])
-        return s, character["card"], Settings.parse(s["settings"])
+        return s, character["card"], self.settings(s["settings"])
 
     def create_session(
         self,
@@ -115,7 +134,7 @@ class Dialogue:
         settings: dict | None = None,
     ) -> int:
         """A new session; its initial events are all checked before anything is stored."""
-        Settings.parse(settings)
+        self.settings(settings)
         if self.store.get_character(owner, character_id) is None:
             raise NotFound(f"character {character_id} not found")
         log = EventLog()
@@ -158,7 +177,7 @@ class Dialogue:
         {"restart": True})."""
         session, card, settings = self.session(owner, session_id)
         if steering:
-            settings = Settings.parse({**asdict(settings), **steering})
+            settings = self.settings({**asdict(settings), **steering})
         with self._lock(session_id):
             return self._turn(session, card, settings, message, probe, trace, on_token)
 
@@ -250,6 +269,8 @@ class Dialogue:
             bias[names.index("narrative")] += st.narrative_bias
         if "reasoning" in names:
             bias[names.index("reasoning")] -= st.narrative_bias
+        for name, value in st.gear_bias.items():
+            bias[names.index(name)] += value
         if facts:
             pins = " ".join(dict.fromkeys(f.text for f in facts))
             lead = [Free(st.lead_tokens, SENTENCE_END)] if st.lead_tokens and first else []
@@ -259,7 +280,7 @@ class Dialogue:
         seed = None if st.seed is None else st.seed + (0 if first else 1)
         params = SamplingParams(repetition_penalty=st.repetition_penalty, seed=seed)
         gs: GearSampling | None = for_model(parse_gear_sampling(st.gear_sampling), names)
-        return self.voice.speak(prefix, tail, plan, bias, params, gs, on_token)
+        return self.voice.speak(prefix, tail, plan, bias, params, gs, on_token, st.routing)
 
     def _remember(self, sid, history, message, reply, x, said, facts, st: Settings, user, char) -> int:
         turn_facts = [(n.subject, n.attribute, n.value, None) for n in said]

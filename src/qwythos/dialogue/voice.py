@@ -56,19 +56,21 @@ class PrefixCache:
         self.capacity, self.items = capacity, OrderedDict()
 
     @staticmethod
-    def key(ids: list[int]) -> str:
-        return hashlib.sha1(torch.tensor(ids, dtype=torch.int64).numpy().tobytes()).hexdigest()
+    def key(ids: list[int], mode: str = "soft") -> str:
+        """The ids and the routing mode they ran under (the KV depends on how the gate blended)."""
+        return mode + ":" + hashlib.sha1(torch.tensor(ids, dtype=torch.int64).numpy().tobytes()).hexdigest()
 
-    def get(self, ids: list[int]) -> BatchCache | None:
-        k = self.key(ids)
+    def get(self, ids: list[int], mode: str = "soft") -> BatchCache | None:
+        k = self.key(ids, mode)
         if k in self.items:
             self.items.move_to_end(k)
             return self.items[k]
         return None
 
-    def put(self, ids: list[int], cache: BatchCache) -> None:
-        self.items[self.key(ids)] = cache
-        self.items.move_to_end(self.key(ids))
+    def put(self, ids: list[int], cache: BatchCache, mode: str = "soft") -> None:
+        k = self.key(ids, mode)
+        self.items[k] = cache
+        self.items.move_to_end(k)
         while len(self.items) > self.capacity:
             self.items.popitem(last=False)
 
@@ -91,12 +93,12 @@ class Voice:
     def _bias(self, vec: list[float], T: int) -> torch.Tensor:
         return torch.tensor(vec, dtype=torch.float32).expand(1, T, self.P).clone()  # (1, T, P)
 
-    def _forward(self, ids: list[int], cache: BatchCache, bias: torch.Tensor, last_only: bool = True):
+    def _forward(self, ids: list[int], cache: BatchCache, bias: torch.Tensor, mode: str, last_only: bool = True):
         cache.reserve(len(ids), torch.ones(1, len(ids), dtype=torch.bool))
         return self.model(
             torch.tensor([ids]),
             cache=cache,
-            routing=Routing(self.engine.default_mode, None, bias),
+            routing=Routing(mode, None, bias),
             last_only=last_only,
             trace=True,
         )
@@ -111,23 +113,26 @@ class Voice:
         params: SamplingParams,
         gear_sampling: GearSampling | None = None,
         on_token: Callable[[dict], None] | None = None,
+        mode: str | None = None,
     ) -> Spoken:
         """Decode ``plan`` after prefix + tail. ``gear_bias`` (P,) steers the free spans; pinned spans force
         the reasoning pathway (the first pathway named 'reasoning', else pathway 0). ``on_token`` gets
-        {"delta", "pinned", "gate"} per reply token as it is decided (streaming)."""
+        {"delta", "pinned", "gate"} per reply token as it is decided (streaming). ``mode``: the routing
+        mode (soft or top1; None: the model's default)."""
+        mode = mode or self.engine.default_mode
         budget = sum(p.max_new_tokens if isinstance(p, Free) else 64 for p in plan)
-        stored = self.prefixes.get(prefix_ids) if prefix_ids else None
+        stored = self.prefixes.get(prefix_ids, mode) if prefix_ids else None
         processed = len(tail_ids)
         if stored is None:
             cache = self.model.new_cache(1, len(prefix_ids) + len(tail_ids) + budget + 8)
             if prefix_ids:
-                self._forward(prefix_ids, cache, self._bias([0.0] * self.P, len(prefix_ids)))
-                self.prefixes.put(prefix_ids, clone(cache, self.model, 0))
+                self._forward(prefix_ids, cache, self._bias([0.0] * self.P, len(prefix_ids)), mode)
+                self.prefixes.put(prefix_ids, clone(cache, self.model, 0), mode)
             processed += len(prefix_ids)
             reused = 0
         else:
             cache, reused = clone(stored, self.model, len(tail_ids) + budget + 8), len(prefix_ids)
-        out = self._forward(tail_ids, cache, self._bias(gear_bias, len(tail_ids)))
+        out = self._forward(tail_ids, cache, self._bias(gear_bias, len(tail_ids)), mode)
         logits, gate = out.logits[0, -1].float(), out.gates[0, -1].mean(0)
 
         pathways = self.engine.pathways
@@ -154,7 +159,7 @@ class Voice:
                 piece = self.engine.tokenizer.encode(part.text, add_special_tokens=False)
                 if not piece:
                     continue
-                out = self._forward(piece, cache, self._bias(force, len(piece)), last_only=False)
+                out = self._forward(piece, cache, self._bias(force, len(piece)), mode, last_only=False)
                 for tok, g in zip(piece, out.gates[0].mean(1), strict=True):  # a pinned token's own gate
                     ids.append(tok)
                     gates.append(g)
@@ -181,7 +186,7 @@ class Voice:
                 emit()
                 context.append(tok)
                 stream.add(tok)
-                out = self._forward([tok], cache, self._bias(gear_bias, 1))
+                out = self._forward([tok], cache, self._bias(gear_bias, 1), mode)
                 logits, gate = out.logits[0, -1].float(), out.gates[0, -1].mean(0)
                 if stream.stopped:
                     break

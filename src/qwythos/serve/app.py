@@ -22,6 +22,7 @@ from ..inference.scheduler import Scheduler
 from . import protocol as P
 from .handlers import ApiError, ServeSettings, Service, chat_completions, completions
 from .metrics import Metrics
+from .page import PUBLIC, add_page
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ PREFIXES = ("/v1/characters", "/v1/sessions")  # the dialogue routes, labelled b
 
 
 class Guard:
-    """ASGI middleware: bearer key on every route but /health, body-size limit, request metrics."""
+    """ASGI middleware: bearer key on every route but /health and the playground page, body-size limit,
+    request metrics."""
 
     def __init__(self, app, settings: ServeSettings, metrics: Metrics):
         self.app, self.settings, self.metrics = app, settings, metrics
@@ -59,7 +61,7 @@ class Guard:
 
         headers = dict(scope["headers"])
         error = None
-        if self.keys and path != "/health":
+        if self.keys and path != "/health" and path not in PUBLIC:
             auth = headers.get(b"authorization", b"").decode("latin-1")
             given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
             owner = None
@@ -238,4 +240,5 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
         store = Store(settings.db)
         app.state.dialogue = Dialogue(engine, store)
         add_routes(app, app.state.dialogue, settings.model_name)
+        add_page(app)
     return app

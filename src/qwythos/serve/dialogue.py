@@ -185,6 +185,10 @@ def add_routes(app: FastAPI, dialogue: Dialogue, model_name: str) -> None:
             },
         }
 
+    @app.get("/v1/sessions")
+    async def list_sessions(http: Request):
+        return {"object": "list", "data": store.list_sessions(owner(http))}
+
     @app.get("/v1/sessions/{sid}")
     async def get_session(sid: RowId, http: Request):
         return session_view(http, sid)
@@ -193,6 +197,11 @@ def add_routes(app: FastAPI, dialogue: Dialogue, model_name: str) -> None:
     async def get_messages(sid: RowId, http: Request):
         mapped(dialogue.session, owner(http), sid)
         return {"object": "list", "data": store.messages(sid)}
+
+    @app.get("/v1/sessions/{sid}/events")
+    async def get_events(sid: RowId, http: Request):
+        mapped(dialogue.session, owner(http), sid)
+        return {"object": "list", "data": [event_to_dict(e) for e in store.events(sid)]}
 
     @app.post("/v1/sessions/{sid}/events")
     async def push_events(sid: RowId, req: EventsRequest, http: Request):

@@ -105,4 +105,6 @@ def serve(
     if not (settings.api_key or settings.api_keys) and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key: pass --api-key or set %s", host, API_KEY_ENV)
     log.info("serving %s as %r on http://%s:%d/v1", model_dir, settings.model_name, host, port)
+    if settings.db:
+        log.info("dialogue playground: open http://%s:%d/ in a browser", host, port)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=graceful_timeout)
