@@ -93,7 +93,9 @@ class Voice:
     def _bias(self, vec: list[float], T: int) -> torch.Tensor:
         return torch.tensor(vec, dtype=torch.float32).expand(1, T, self.P).clone()  # (1, T, P)
 
-    def _forward(self, ids: list[int], cache: BatchCache, bias: torch.Tensor, mode: str, last_only: bool = True):
+    def _forward(
+        self, ids: list[int], cache: BatchCache, bias: torch.Tensor, mode: str, last_only: bool = True
+    ):
         cache.reserve(len(ids), torch.ones(1, len(ids), dtype=torch.bool))
         return self.model(
             torch.tensor([ids]),

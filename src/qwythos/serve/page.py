@@ -1,5 +1,6 @@
-"""The dialogue playground: a self-contained web page (``serve/playground/``: HTML, CSS, JS, no library,
-nothing from a CDN) served at ``/`` by ``qwythos serve``, talking to the dialogue API of ``serve/dialogue.py``.
+"""The dialogue playground: a self-contained web page (``serve/playground/``: HTML, CSS, JS, no
+library, nothing from a CDN) served at ``/`` by ``qwythos serve``, talking to the dialogue API of
+``serve/dialogue.py``.
 
 The page and its assets need no API key (the page asks for one and sends it with every API call); a strict
 Content-Security-Policy keeps every request on the serving origin.
@@ -24,7 +25,11 @@ CSP = (
 
 def _asset(name: str, media_type: str) -> Response:
     body = files(__package__).joinpath("playground", name).read_bytes()
-    headers = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    headers = {
+        "Content-Security-Policy": CSP,
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+    }
     return Response(body, media_type=media_type, headers=headers)
 
 

@@ -4,7 +4,6 @@ every plot decodes, every system's row is there, nothing is fetched but the file
 from __future__ import annotations
 
 from browser import chromium, console_errors, requested_urls
-
 from qwythos.eval.config import SYSTEMS
 
 
