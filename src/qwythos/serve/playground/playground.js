@@ -44,8 +44,8 @@ async function api(path, { method = "GET", json, body, type } = {}) {
   }
   const res = await fetch(path, init);
   if (!res.ok) throw await failure(res);
-  const kind = res.headers.get("Content-Type") || "";
-  return kind.includes("json") ? res.json() : res;
+  const kind = (res.headers.get("Content-Type") || "").split(";")[0].trim();
+  return kind === "application/json" ? res.json() : res; // JSONL exports and PNGs are read by the caller
 }
 
 function showError(err) {
