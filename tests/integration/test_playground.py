@@ -48,7 +48,12 @@ def portrait(size: int = 48) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,9 @@ def server(tmp_path_factory):
 @pytest.fixture
 def page(server, tmp_path):
     driver = chromium(1400, 1000)
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)}
+    )
     yield driver
     driver.quit()
 
@@ -97,8 +104,10 @@ def say(driver, text: str) -> None:
     """Type a line and press Enter; wait until the reply is stored and the log redrawn."""
     before = len(all_by(driver, "#log .msg.assistant[data-seq]:not([data-seq=''])"))
     by(driver, "#message").send_keys(text, Keys.ENTER)
-    wait(driver, lambda d: len(all_by(d, "#log .msg.assistant:not([data-seq=''])")) == before + 1
-         or error_text(d))
+    wait(
+        driver,
+        lambda d: len(all_by(d, "#log .msg.assistant:not([data-seq=''])")) == before + 1 or error_text(d),
+    )
     assert not error_text(driver)
 
 
@@ -139,7 +148,9 @@ def test_a_designer_plays_a_character(server, page, tmp_path):
 
     say(d, "How much gold do I have?")
     reply = all_by(d, "#log .msg.assistant")[0]
-    pinned = "".join(t.get_attribute("textContent") for t in reply.find_elements(By.CSS_SELECTOR, ".tok.pinned"))
+    pinned = "".join(
+        t.get_attribute("textContent") for t in reply.find_elements(By.CSS_SELECTOR, ".tok.pinned")
+    )
     assert "12 gold" in pinned
     classes = {t.get_attribute("class") for t in reply.find_elements(By.CSS_SELECTOR, ".tok")}
     assert any("g-reasoning" in c for c in classes) and any("g-narrative" in c for c in classes)
