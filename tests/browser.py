@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import struct
+import zlib
 
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -32,3 +34,18 @@ def requested_urls(driver: webdriver.Chrome) -> set[str]:
 def console_errors(driver: webdriver.Chrome) -> list[str]:
     """The SEVERE console messages since the last call."""
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def gradient_png(size: int = 48) -> bytes:
+    """A small RGB gradient PNG: a character's portrait the page must show from an uploaded card."""
+    rows = b"".join(
+        b"\x00" + bytes(c for x in range(size) for c in (40 + 4 * x % 200, 90 + 3 * y % 160, 160))
+        for y in range(size)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+    return png + chunk(b"IEND", b"")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from browser import chromium, console_errors, requested_urls
+from browser import chromium, console_errors, gradient_png, requested_urls
 from qwythos.dialogue.cards import card_to_png, parse_card
 from serving import KEY, Server, tiny_model_dir
 
@@ -36,24 +34,6 @@ CARD = {
         },
     },
 }
-
-
-def portrait(size: int = 48) -> bytes:
-    """A small RGB gradient PNG: the avatar the page must show from the uploaded card."""
-    rows = b"".join(
-        b"\x00" + bytes(c for x in range(size) for c in (40 + 4 * x, 90 + 3 * y, 160)) for y in range(size)
-    )
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +107,7 @@ def test_a_designer_plays_a_character(server, page, tmp_path):
     assert [e.text for e in all_by(d, "#legend .tok")][:2] == ["reasoning", "narrative"]
 
     card = tmp_path / "mira.png"
-    card.write_bytes(card_to_png(parse_card(CARD), portrait()))
+    card.write_bytes(card_to_png(parse_card(CARD), gradient_png()))
     by(d, "#card-file").send_keys(str(card))
     wait(d, lambda d: by(d, "#character-name").text == "Mira")
     avatar = by(d, "#avatar")
