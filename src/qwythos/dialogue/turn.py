@@ -21,6 +21,7 @@ import numpy as np
 
 from ..inference.engine import Engine
 from ..inference.sampling import GearSampling, SamplingParams, for_model, parse_gear_sampling
+from ..inference.trace import token_texts
 from . import context as ctx
 from .cards import Card
 from .grounding import Contradiction, check_claims, detect, ground
@@ -341,13 +342,14 @@ def gear_summary(spoken, pathways: list[str], tokenizer, trace: bool) -> dict:
     if pins:
         out["fact_span_gate"] = {p: round(float(g[pins, i].mean()), 4) for i, p in enumerate(pathways)}
     if trace:
+        texts = token_texts(tokenizer, spoken.token_ids)
         out["trace"] = [
             {
-                "text": tokenizer.decode([t]),
+                "text": texts[i],
                 "pathway": pathways[top[i]],
                 "gate": {p: round(float(g[i, j]), 4) for j, p in enumerate(pathways)},
                 "pinned": spoken.pinned[i],
             }
-            for i, t in enumerate(spoken.token_ids)
+            for i in range(len(spoken.token_ids))
         ]
     return out

@@ -9,12 +9,16 @@ PALETTE = ("\x1b[36m", "\x1b[35m", "\x1b[33m", "\x1b[32m", "\x1b[34m", "\x1b[31m
 
 
 def token_texts(tokenizer, ids: list[int]) -> list[str]:
-    """The text each token adds (prefix differences, so multi-byte characters come out whole)."""
-    out, prev = [], ""
+    """The text each token adds: prefix differences of the decoded text, with an incomplete UTF-8 sequence
+    (a byte-level token that splits a character decodes to U+FFFD) held back and given to the token that
+    completes it, so no piece shows a replacement character and the pieces join to the whole decode."""
+    out, shown = [], ""
     for i in range(len(ids)):
         cur = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
-        out.append(cur[len(prev) :] if cur.startswith(prev) else cur)
-        prev = cur
+        if i < len(ids) - 1:
+            cur = cur.rstrip("\ufffd")
+        out.append(cur[len(shown) :] if cur.startswith(shown) else cur)  # else: the decoder rewrote the text
+        shown = cur
     return out
 
 
