@@ -55,12 +55,15 @@ class Settings:
     recall: int = 2  # old turns recalled per turn
     narrative_bias: float = 1.0  # router offset toward narrative for the voice (reasoning gets minus it)
     gear_bias: dict[str, float] = field(default_factory=dict)  # more router offset per pathway, on top
-    routing: str | None = None  # soft | top1 for the voice (None: the model's default mode)
+    routing: str | None = None  # soft | top1 | force=<pathway> for the voice (None: the model's default)
     gear_sampling: str = "reasoning:t=0;narrative:t=0.8,top_p=0.95"
     repetition_penalty: float = 1.1
     seed: int | None = 0  # None: a fresh seed each turn
     repair: bool = True  # one regeneration when a claim contradicts the state
     grounding: bool = True  # answer state questions with the tools (off: the model alone)
+    ledger: bool = (
+        True  # the fact ledger in the prompt (off, with grounding off: the lorebook + recap recipe)
+    )
 
     def __post_init__(self) -> None:
         for name in ("budget", "reply_tokens", "window", "recap_every", "recap_tokens"):
@@ -76,8 +79,10 @@ class Settings:
             for v in self.gear_bias.values()
         ):
             raise ValueError("settings.gear_bias must map pathway names to numbers in [-20, 20]")
-        if self.routing not in (None, "soft", "top1"):
-            raise ValueError(f"settings.routing ({self.routing!r}) must be 'soft', 'top1' or null")
+        if self.routing not in (None, "soft", "top1") and not str(self.routing).startswith("force="):
+            raise ValueError(
+                f"settings.routing ({self.routing!r}) must be 'soft', 'top1', 'force=<pathway>' or null"
+            )
         parse_gear_sampling(self.gear_sampling)  # raises naming the spec
 
     @classmethod
@@ -108,6 +113,11 @@ class Dialogue:
         """Parse settings and check the pathways they name against this model's."""
         st = Settings.parse(obj)
         unknown = sorted(set(st.gear_bias) - set(self.engine.pathways))
+        forced = st.routing.split("=", 1)[1] if st.routing and st.routing.startswith("force=") else None
+        if forced is not None and forced not in self.engine.pathways:
+            raise ValueError(
+                f"settings.routing: unknown pathway {forced!r}; this model's: {self.engine.pathways}"
+            )
         if unknown:
             raise ValueError(
                 f"settings.gear_bias: unknown pathway(s) {unknown}; this model's: {self.engine.pathways}"
@@ -182,6 +192,20 @@ class Dialogue:
         with self._lock(session_id):
             return self._turn(session, card, settings, message, probe, trace, on_token)
 
+    def record(self, owner: str, session_id: int, message: str, reply: str) -> int:
+        """An authored exchange (a cut-scene, a scripted line, a replayed log): the player's message and the
+        NPC's given reply appended and remembered exactly as a turn would (player facts to the ledger, the
+        recap), without generating. Returns the NPC message's seq."""
+        session, card, st = self.session(owner, session_id)
+        with self._lock(session_id):
+            sid = session["id"]
+            history = self.store.messages(sid)
+            x = {"authored": True}
+            said = player_facts(message)
+            return self._remember(
+                sid, history, message, reply, x, said, [], st, session["player_name"], card.name
+            )
+
     def _turn(self, session, card: Card, st: Settings, message: str, probe: bool, trace: bool, on_token):
         sid, user = session["id"], session["player_name"]
         # ingest
@@ -210,7 +234,7 @@ class Dialogue:
             self.count_tokens,
             st.budget,
             facts=[f.text for f in facts],
-            ledger=ledger,
+            ledger=ledger if st.ledger else [],
             recap=summary["text"] if summary else "",
             recalled=recalled,
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..inference.engine import Engine, TextStream
+from ..inference.engine import Engine, TextStream, parse_routing
 from ..inference.sampling import GearSampling, SamplingParams, make_generator, sample_token
 from ..model.block import Routing
 from ..model.cache import BatchCache
@@ -93,6 +93,11 @@ class Voice:
     def _bias(self, vec: list[float], T: int) -> torch.Tensor:
         return torch.tensor(vec, dtype=torch.float32).expand(1, T, self.P).clone()  # (1, T, P)
 
+    def _routing(self, mode: str, bias: torch.Tensor) -> Routing:
+        """'soft' | 'top1' | 'force=<pathway>' with this forward's gear bias."""
+        base = parse_routing(mode, self.engine.pathways)
+        return Routing(base.mode, base.force, bias)
+
     def _forward(
         self, ids: list[int], cache: BatchCache, bias: torch.Tensor, mode: str, last_only: bool = True
     ):
@@ -100,7 +105,7 @@ class Voice:
         return self.model(
             torch.tensor([ids]),
             cache=cache,
-            routing=Routing(mode, None, bias),
+            routing=self._routing(mode, bias),
             last_only=last_only,
             trace=True,
         )

@@ -148,3 +148,33 @@ def test_settings_are_checked():
         Settings(budget=0)
     with pytest.raises(ValueError, match="gear-sampling"):
         Settings(gear_sampling="narrative:q=1")
+
+
+def test_an_authored_exchange_is_remembered_like_a_turn(dialogue):
+    sid = session(dialogue, window=2, recap_every=2)
+    seqs = [
+        dialogue.record("k1", sid, f"My name is Arin and I hid the map in the well {k}.", "Noted.")
+        for k in range(3)
+    ]
+    assert seqs == [2, 4, 6]
+    msgs = dialogue.store.messages(sid)
+    assert [m["role"] for m in msgs] == ["user", "assistant"] * 3 and msgs[1]["meta"] == {"authored": True}
+    ledger = {(f["subject"], f["attribute"]): f["value"] for f in dialogue.store.facts(sid)}
+    assert ledger[("map", "location")] == "in the well 2" and ledger[("player", "name")] == "Arin"
+    assert dialogue.store.latest_summary(sid) is not None  # messages left the window: recapped
+
+
+def test_one_forced_pathway_and_the_ledger_switch(dialogue):
+    sid = session(dialogue)
+    dialogue.record("k1", sid, "I hid the map in the old well.", "Clever.")
+    forced = dialogue.turn(
+        "k1", sid, "Tell me a story.", probe=True, trace=True, steering={"routing": "force=narrative"}
+    )
+    assert {t["pathway"] for t in forced.x_qwythos["gear"]["trace"]} == {"narrative"}
+    assert forced.x_qwythos["gear"]["shares"]["narrative"] == 1.0
+    blocks = lambda r: {row["block"] for row in r.x_qwythos["context"]["report"]}  # noqa: E731
+    with_ledger = dialogue.turn("k1", sid, "Where did I hide the map?", probe=True)
+    without = dialogue.turn("k1", sid, "Where did I hide the map?", probe=True, steering={"ledger": False})
+    assert "ledger" in blocks(with_ledger) and "ledger" not in blocks(without)
+    with pytest.raises(ValueError, match="unknown pathway 'poetry'"):
+        dialogue.turn("k1", sid, "Hi", probe=True, steering={"routing": "force=poetry"})
