@@ -322,6 +322,40 @@ def _chat(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _dialogue(sub) -> None:
+    p = sub.add_parser("dialogue", help="play a character card in the terminal on the dialogue engine")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--card", default=None, help="a SillyTavern card (PNG or JSON) for a new session")
+    p.add_argument("--session", type=int, default=None, help="resume this session of the store instead")
+    p.add_argument("--player", default="Traveller", help="the player's name in a new session")
+    p.add_argument(
+        "--db",
+        default=None,
+        help="the SQLite store, shared with serve (default: $QWYTHOS_HOME/dialogue.sqlite, else MODEL_DIR)",
+    )
+    p.add_argument("--budget", type=int, default=1024, help="prompt tokens per turn")
+    p.add_argument("--reply-tokens", type=int, default=80)
+    p.add_argument("--no-color", action="store_true")
+    p.add_argument("--dtype", default="float32")
+
+    def run(a):
+        from .dialogue import play
+        from .dialogue.store import Store
+        from .dialogue.turn import Dialogue
+        from .inference.api import load_engine
+        from .serve.server import dialogue_db
+
+        color = not a.no_color and (sys.stdout.isatty() or os.environ.get("FORCE_COLOR") == "1")
+        engine = load_engine(a.model_dir, a.dtype)
+        with Store(dialogue_db(a.model_dir, a.db)) as store:
+            d = Dialogue(engine, store)
+            settings = {"budget": a.budget, "reply_tokens": a.reply_tokens}
+            sid = play.start(d, a.card, a.player, a.session, settings)
+            play.run(d, sid, sys.stdin, sys.stdout, color)
+
+    p.set_defaults(func=run)
+
+
 def _serve(sub) -> None:
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server with live gear traces")
     p.add_argument("model_dir", type=Path)
@@ -459,7 +493,20 @@ def _bench(sub) -> None:
 
 # ---------------------------------------------------------------- entry point
 
-VERBS = (_init, _export, _generate, _quickstart, _curate, _synth, _train, _eval, _chat, _serve, _bench)
+VERBS = (
+    _init,
+    _export,
+    _generate,
+    _quickstart,
+    _curate,
+    _synth,
+    _train,
+    _eval,
+    _chat,
+    _dialogue,
+    _serve,
+    _bench,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
