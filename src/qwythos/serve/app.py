@@ -233,12 +233,13 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
         return {"prompt": engine.tokenizer.decode(req.tokens)}
 
     if settings.db is not None:
+        from ..dialogue.memory import recall_embedder
         from ..dialogue.store import Store
         from ..dialogue.turn import Dialogue
         from .dialogue import add_routes
 
         store = Store(settings.db)
-        app.state.dialogue = Dialogue(engine, store)
+        app.state.dialogue = Dialogue(engine, store, recall_embedder(settings.recall))
         add_routes(app, app.state.dialogue, settings.model_name)
         add_page(app)
     return app

@@ -32,6 +32,7 @@ class ServeSettings:
     api_key: str | None = None  # bearer key required on every route but /health (its owner: "default")
     api_keys: dict[str, str] = field(default_factory=dict)  # more keys: key -> owner (--api-keys FILE)
     db: str | None = None  # the dialogue engine's SQLite file (None: no dialogue routes)
+    recall: str = "auto"  # the dialogue engine's recall of old turns: auto | minilm | lexical
     max_batch: int = 8  # requests decoded together
     max_queue: int = 64  # requests waiting for a batch slot before 429
     max_prompt_tokens: int | None = None  # default: the model's context

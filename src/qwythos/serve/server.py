@@ -81,6 +81,7 @@ def serve(
     db: str | Path | None = None,
     api_keys_file: str | Path | None = None,
     dialogue: bool = True,
+    recall: str = "auto",
 ) -> None:
     import uvicorn
 
@@ -98,6 +99,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         api_keys=read_api_keys(api_keys_file) if api_keys_file else {},
         db=str(dialogue_db(model_dir, db)) if dialogue else None,
+        recall=recall,
     )
     app = build_app(model_dir, settings, dtype)
     if settings.db:

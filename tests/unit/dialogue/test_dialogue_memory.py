@@ -4,8 +4,19 @@ relevance (BM25, optionally an embedder) and recency."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from qwythos.dialogue.memory import Noted, fit_lines, player_facts, recall, recap_lines
+from qwythos.curate.config import EmbedConfig
+from qwythos.curate.embed import Hashing
+from qwythos.dialogue.memory import (
+    CachedEmbedder,
+    Noted,
+    fit_lines,
+    player_facts,
+    recall,
+    recall_embedder,
+    recap_lines,
+)
 
 
 def test_player_facts_are_read_from_their_own_words():
@@ -51,3 +62,27 @@ def test_recall_ranks_by_relevance_then_recency():
 
     (hit,) = recall("Does it snow?", msgs, now=60, k=1, embed=embed)
     assert hit.seq == 2 and hit.semantic == 1.0 and hit.lexical == 0  # found by meaning, not words
+
+
+def test_the_cached_embedder_embeds_each_text_once():
+    real = Hashing(EmbedConfig(model="hashing", dim=64))
+    made = []
+    cached = CachedEmbedder(lambda: made.append(1) or real)
+    a = cached(["the lamp", "the rope", "the lamp"])
+    np.testing.assert_array_equal(a, real(["the lamp", "the rope", "the lamp"]))
+    cached(["the rope", "a new line"])
+    assert cached.computed == 3 and made == [1]  # built once, on first use
+
+
+def test_minilm_recall_finds_a_paraphrase_sharing_no_word():
+    embed = recall_embedder("minilm")
+    old = [
+        {"seq": 1, "role": "user", "content": "I hid my money under the bed."},
+        {"seq": 2, "role": "assistant", "content": "The weather turned cold last night."},
+    ]
+    assert recall("Where did I stash the coins?", old, now=10) == []  # BM25 alone: no shared word
+    (hit,) = recall("Where did I stash the coins?", old, now=10, k=1, embed=embed)
+    assert hit.seq == 1 and hit.lexical == 0 and hit.semantic > 0.3
+    assert recall_embedder("lexical") is None
+    with pytest.raises(ValueError, match="--recall"):
+        recall_embedder("vectors")
