@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import load_config, to_dict
+from ..inference.engine import routing_name
 from ..text import gsm_match
 from . import consistency as cons
 from . import data as evdata
@@ -144,9 +145,12 @@ def evaluate(
         "robustness": {},
         "consistency": {
             "note": (
-                "The dialogue engine (memory, summaries, persona card) does not exist yet: the scripted "
-                f"{script.words}-word conversation is answered by the model's plain chat, which sees the "
-                f"system prompt and the latest turns that fit in {cfg.consistency.context_tokens} tokens."
+                f"The scripted {script.words}-word conversation is answered by the model's plain chat "
+                f"(consistency_*: the system prompt and the latest turns that fit in "
+                f"{cfg.consistency.context_tokens} tokens) and, for gated systems, by the dialogue engine "
+                "(consistency_engine_*: the persona as a card, the history recorded into a session with its "
+                "ledger, recap and recall, each probe a fork, the same budget). The script's world changes "
+                "are free text, not game events: the engine sees them only through the ledger and recall."
             ),
             "words": script.words,
             "messages": len(script.messages),
@@ -179,6 +183,10 @@ def evaluate(
             results["robustness"][system.name] = details["robustness"]
         if "consistency" in details:
             results["consistency"]["answers"][system.name] = details["consistency"]
+        if "consistency_engine" in details:
+            results["consistency"].setdefault("engine_answers", {})[system.name] = details[
+                "consistency_engine"
+            ]
         examples[system.name] = details["examples"]
         with open(samples_path, "a") as f:
             for o in details["outputs"]:
@@ -303,6 +311,23 @@ def _evaluate_system(system: System, cfg: EvalConfig, target: Target, inputs: In
         for k in ("gate_acc_reasoning", "gate_acc_narrative", "gate_acc_domain", "gate_acc_spans"):
             metrics[k] = None
 
+    if "consistency" in by_task and cfg.consistency.engine and system.gated:
+        clock = time.time()
+        c, mode = cfg.consistency, routing_name(system.routing, engine.pathways)
+        rows = tasks.consistency_engine(engine, x.script, probes, c.context_tokens, c.max_new_tokens, mode)
+        summary = cons.summarise(rows)
+        metrics["consistency_engine_persona"] = summary["consistency_persona"]
+        metrics["consistency_engine_world"] = summary["consistency_world"]
+        details["consistency_engine"] = [
+            {
+                "position": p.position,
+                "question": p.question,
+                "answer": a,
+                "correct": cons.correct_answer(a, p),
+            }
+            for p, a, _ in rows
+        ]
+        timing["consistency_engine_s"] = round(time.time() - clock, 1)
     if "consistency" in by_task:
         metrics.update(tasks.score_consistency(by_task["consistency"], probes))
         details["consistency"] = [

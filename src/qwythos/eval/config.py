@@ -62,6 +62,7 @@ class ConsistencySection:
     context_tokens: int = 768  # plain chat: system prompt + the latest turns that fit, then the probe
     max_new_tokens: int = 24
     systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
+    engine: bool = True  # also through the dialogue engine (gated systems; the same budget and probes)
 
 
 @dataclass

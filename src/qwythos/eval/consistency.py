@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+PERSONA_NAME = "Captain Ilse Varga"
 PERSONA = (
     "You are Captain Ilse Varga, the keeper of the lighthouse on Gull Rock. Stay in character and answer "
     "briefly. Facts about you: your old ship is called the Sea Lark; you were born in Tallinn; your dog is "

@@ -55,12 +55,14 @@ TABLES = (
         ),
     ),
     (
-        "Consistency (plain chat)",
+        "Consistency (plain chat; engine: the dialogue engine on the same history)",
         (
             "consistency_persona",
             "consistency_world",
             "consistency_world_in_window",
             "consistency_world_visible_share",
+            "consistency_engine_persona",
+            "consistency_engine_world",
         ),
     ),
     (

@@ -6,7 +6,8 @@
     gear             pathway usage by prompt domain, switches per 100 tokens, per-layer usage (heatmap data)
     robustness       injection, gibberish, extreme length, other languages, contradictions: no crash,
                      generation ends, gate values finite, and where the gate goes
-    consistency      probes along the scripted conversation (consistency.py), answered by plain chat
+    consistency      probes along the scripted conversation (consistency.py), answered by plain chat and
+                     (``consistency_engine``) by the dialogue engine on the same history and budget
 Scoring functions take ``generation.Output`` lists and return flat metric dicts (results.json names).
 """
 
@@ -262,3 +263,32 @@ def consistency_jobs(
 def score_consistency(outputs: list[Output], probes: list[cons.Probe]) -> dict:
     rows = [(probes[o.job.meta["probe"]], o.text, o.job.meta["visible"]) for o in outputs]
     return cons.summarise(rows)
+
+
+def consistency_engine(
+    engine: Engine, script: cons.Script, probes: list[cons.Probe], budget: int, max_new_tokens: int, mode: str
+) -> list[tuple[cons.Probe, str, bool]]:
+    """The same probes answered by the dialogue engine: the persona as a card, the script's messages
+    recorded as authored exchanges (ledger, recap and recall as in a live session), each probe a fork
+    (nothing appended) in the same token budget; ``mode`` is the system's routing. (probe, answer, True)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..dialogue.cards import parse_card
+    from ..dialogue.store import Store
+    from ..dialogue.turn import Dialogue
+
+    card = parse_card({"name": cons.PERSONA_NAME, "description": script.system})
+    settings = {"budget": budget, "reply_tokens": max_new_tokens, "routing": mode}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "consistency.sqlite") as store:
+        d = Dialogue(engine, store)
+        sid = d.create_session("eval", store.add_character("eval", card), "Visitor", [], settings)
+        done = 0
+        for probe in sorted(probes, key=lambda p: p.position):
+            for k in range(done, probe.position - probe.position % 2, 2):
+                pair = script.messages[k : k + 2]
+                d.record("eval", sid, pair[0]["content"], pair[1]["content"])
+            done = max(done, probe.position - probe.position % 2)
+            rows.append((probe, d.turn("eval", sid, probe.question, probe=True).reply, True))
+    return rows

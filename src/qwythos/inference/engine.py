@@ -497,6 +497,11 @@ def parse_routing(mode: str, pathways: list[str]) -> Routing:
     return Routing(mode)
 
 
+def routing_name(routing: Routing, pathways: list[str]) -> str:
+    """The inverse of ``parse_routing``: 'soft', 'top1' or 'force=<pathway>'."""
+    return f"force={pathways[routing.force]}" if routing.mode == "force" else routing.mode
+
+
 def gear_vector(gear: dict[str, float] | None, pathways: list[str]) -> list[float]:
     vec = [0.0] * len(pathways)
     for name, value in (gear or {}).items():

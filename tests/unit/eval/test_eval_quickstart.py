@@ -33,6 +33,9 @@ def test_quickstart_evaluates_once_and_prints_the_headline(tiny_run, tmp_path, c
     assert "gsm_*: 40 held-out reasoning_gym:leg_counting problems" in printed
     assert "paired on those problems" in printed and "reasoning_only − base:" in printed
     assert set(results["consistency"]["answers"]) == {"hybrid_soft"}
+    engine_answers = results["consistency"]["engine_answers"]["hybrid_soft"]  # through the dialogue engine
+    assert len(engine_answers) == len(results["consistency"]["answers"]["hybrid_soft"])
+    assert results["systems"]["hybrid_soft"]["consistency_engine_persona"] is not None
 
     def no_rerun(*a, **k):
         raise AssertionError("a finished evaluation must not run again")
