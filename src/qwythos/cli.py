@@ -351,14 +351,13 @@ def _dialogue(sub) -> None:
     def run(a):
         from .dialogue import play
         from .dialogue.memory import recall_embedder
-        from .dialogue.store import Store
+        from .dialogue.store import Store, default_db
         from .dialogue.turn import Dialogue
         from .inference.api import load_engine
-        from .serve.server import dialogue_db
 
         color = not a.no_color and (sys.stdout.isatty() or os.environ.get("FORCE_COLOR") == "1")
         engine = load_engine(a.model_dir, a.dtype)
-        with Store(dialogue_db(a.model_dir, a.db)) as store:
+        with Store(default_db(a.model_dir, a.db)) as store:
             d = Dialogue(engine, store, recall_embedder(a.recall))
             settings = {"budget": a.budget, "reply_tokens": a.reply_tokens}
             sid = play.start(d, a.card, a.player, a.session, settings)

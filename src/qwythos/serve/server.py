@@ -11,11 +11,11 @@ import logging
 import os
 from pathlib import Path
 
+from ..dialogue.store import default_db
 from .handlers import ServeSettings
 
 log = logging.getLogger(__name__)
 API_KEY_ENV = "QWYTHOS_API_KEY"
-HOME_ENV = "QWYTHOS_HOME"  # where the dialogue engine keeps its SQLite file when --db is not given
 
 
 def build_app(
@@ -27,17 +27,6 @@ def build_app(
     engine = load_engine(model_dir, dtype)
     settings = settings or ServeSettings(model_name=Path(model_dir).resolve().name, **overrides)
     return create_app(engine, settings)
-
-
-def dialogue_db(model_dir: str | Path, db: str | Path | None) -> Path:
-    """--db, else $QWYTHOS_HOME/dialogue.sqlite, else dialogue.sqlite in the served model's folder."""
-    if db is not None:
-        return Path(db)
-    home = os.environ.get(HOME_ENV)
-    if home:
-        Path(home).mkdir(parents=True, exist_ok=True)
-        return Path(home) / "dialogue.sqlite"
-    return Path(model_dir) / "dialogue.sqlite"
 
 
 def read_api_keys(path: str | Path) -> dict[str, str]:
@@ -98,7 +87,7 @@ def serve(
         max_total_tokens=max_total_tokens,
         max_body_bytes=max_body_bytes,
         api_keys=read_api_keys(api_keys_file) if api_keys_file else {},
-        db=str(dialogue_db(model_dir, db)) if dialogue else None,
+        db=str(default_db(model_dir, db)) if dialogue else None,
         recall=recall,
     )
     app = build_app(model_dir, settings, dtype)
