@@ -29,6 +29,7 @@ CARD = {
     "data": {
         "name": "Mira",
         "description": "{{char}} keeps a lamp shop on the old road and greets {{user}} with a wry smile.",
+        "mes_example": "<START>\n{{char}}: Lamps for the dark road, seven gold apiece.",
         "character_book": {
             "entries": [{"keys": ["road"], "content": "The road is haunted.", "insertion_order": 1}]
         },
@@ -136,7 +137,8 @@ def test_a_designer_plays_a_character(server, page, tmp_path):
     assert any("g-reasoning" in c for c in classes) and any("g-narrative" in c for c in classes)
     gate = reply.find_element(By.CSS_SELECTOR, ".tok").get_attribute("title")
     assert "reasoning" in gate and "narrative" in gate
-    assert "switch" in reply.find_element(By.CSS_SELECTOR, ".gears").text
+    gears = reply.find_element(By.CSS_SELECTOR, ".gears").text
+    assert "switch" in gears and "voice " in gears  # shares, switches, the style similarity
     rows = all_by(d, "#context-report tbody tr")
     blocks = {r.find_element(By.CSS_SELECTOR, "td").text for r in rows}
     assert {"card", "player", "facts"} <= blocks, blocks

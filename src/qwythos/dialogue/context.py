@@ -72,6 +72,7 @@ def build(
     ledger: list[dict] = (),  # current ledger rows {subject, attribute, value}
     recap: str = "",
     recalled: list[Recalled] = (),
+    reminder: str = "",  # the voice lock's re-injected example lines (empty: the voice has not drifted)
 ) -> Context:
     report: list[ReportItem] = []
 
@@ -92,15 +93,19 @@ def build(
     prefix = [{"role": "system", "content": stable}]
 
     post = card.post_history_instructions
-    note_parts = [expand_macros(post, card.name, user)] if post else []
+    note_parts = []
+    if post:
+        note_parts.append(expand_macros(post, card.name, user))
+        report.append(
+            ReportItem("note", "post_history_instructions", count_tokens(note_parts[0]), True, "always")
+        )
+    if reminder:
+        note_parts.append(reminder)
+        report.append(ReportItem("note", "voice_lock", count_tokens(reminder), True, "the voice drifted"))
     if facts:
         note_parts.append("Verified facts (state them exactly): " + " ".join(facts))
         report += [ReportItem("facts", f, count_tokens(f), True, "verified") for f in facts]
     note = "\n".join(note_parts)
-    if post:
-        report.append(
-            ReportItem("note", "post_history_instructions", count_tokens(note_parts[0]), True, "always")
-        )
     report.append(ReportItem("player", "message", cost(player_message), True, "always"))
     used = cost(stable) + cost(player_message) + (cost(note) if note else 0)
     over = used > budget

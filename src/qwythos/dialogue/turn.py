@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from .lorebook import Lorebook, lorebook_from_card_book
 from .memory import fit_lines, player_facts, recall, recap_lines
 from .state import EventLog, GameState, inventory, parse_event, where_is
 from .store import Store
+from .style import example_lines, similarity
 from .voice import Free, Pinned, Voice
 
 SENTENCE_END = [". ", "! ", "? ", "\n"]
@@ -61,9 +62,10 @@ class Settings:
     seed: int | None = 0  # None: a fresh seed each turn
     repair: bool = True  # one regeneration when a claim contradicts the state
     grounding: bool = True  # answer state questions with the tools (off: the model alone)
-    ledger: bool = (
-        True  # the fact ledger in the prompt (off, with grounding off: the lorebook + recap recipe)
-    )
+    ledger: bool = True  # the fact ledger in the prompt (off with grounding off: the lorebook + recap recipe)
+    voice_lock: bool = True  # after a reply that drifted from the card's example lines: more narrative bias
+    voice_floor: float = 0.2  # "drifted": style similarity (dialogue/style.py) below this
+    voice_boost: float = 1.0  # the extra narrative bias of the locked turn (with the lines re-injected)
 
     def __post_init__(self) -> None:
         for name in ("budget", "reply_tokens", "window", "recap_every", "recap_tokens"):
@@ -72,6 +74,10 @@ class Settings:
         for name in ("lead_tokens", "recall"):
             if getattr(self, name) < 0:
                 raise ValueError(f"settings.{name} ({getattr(self, name)}) must be >= 0")
+        if not 0 <= self.voice_floor <= 1:
+            raise ValueError(f"settings.voice_floor ({self.voice_floor}) must be in [0, 1]")
+        if not 0 <= self.voice_boost <= 20:
+            raise ValueError(f"settings.voice_boost ({self.voice_boost}) must be in [0, 20]")
         if not -20 <= self.narrative_bias <= 20:
             raise ValueError(f"settings.narrative_bias ({self.narrative_bias}) must be in [-20, 20]")
         if not isinstance(self.gear_bias, dict) or not all(
@@ -225,6 +231,11 @@ class Dialogue:
         window, older = history[cut:], history[:cut]
         summary = self.store.latest_summary(sid)
         recalled = recall(message, older, now=len(history) + 1, k=st.recall, embed=self.embed)
+        lines = example_lines(card, user)
+        previous = next((m["meta"].get("voice") for m in reversed(history) if m["role"] == "assistant"), None)
+        locked = bool(st.voice_lock and lines and previous and previous.get("drifted"))
+        if locked:
+            st = replace(st, narrative_bias=min(20.0, st.narrative_bias + st.voice_boost))
         c = ctx.build(
             card,
             book,
@@ -237,6 +248,7 @@ class Dialogue:
             ledger=ledger if st.ledger else [],
             recap=summary["text"] if summary else "",
             recalled=recalled,
+            reminder=reminder(card.name, lines) if locked else "",
         )
         prefix, tail = self._ids(c)
         # voice, check, at most one repair
@@ -270,6 +282,7 @@ class Dialogue:
                 "repaired": repaired,
             },
             "gear": gear_summary(reply, self.engine.pathways, self.engine.tokenizer, trace),
+            "voice": voice_report(reply.text, lines, st, locked),
         }
         seq = None
         if not probe:
@@ -351,6 +364,17 @@ def _checked(fn, where: str):
 
 def _truth(state: GameState, c: Contradiction):
     return inventory(state, c.subject) if c.kind == "quantity" else where_is(state, c.subject)
+
+
+def reminder(name: str, lines: list[str]) -> str:
+    return f"Speak as {name} does: " + " ".join(f'"{x}"' for x in lines[:2])
+
+
+def voice_report(text: str, lines: list[str], st: Settings, locked: bool) -> dict:
+    """The reply's style similarity to the card's example lines, whether it drifted (the next turn locks
+    the voice), and whether this turn ran locked (narrative bias raised, the lines re-injected)."""
+    sim = similarity(text, lines)
+    return {"similarity": sim, "drifted": sim is not None and sim < st.voice_floor, "locked": locked}
 
 
 def gear_summary(spoken, pathways: list[str], tokenizer, trace: bool) -> dict:

@@ -10,6 +10,7 @@ from conftest import randomise
 from qwythos.dialogue.cards import parse_card
 from qwythos.dialogue.state import EventError
 from qwythos.dialogue.store import Store
+from qwythos.dialogue.style import example_lines, similarity
 from qwythos.dialogue.turn import Busy, Dialogue, NotFound, Settings
 from qwythos.inference.engine import Engine
 from qwythos.model.base import load_tokenizer
@@ -178,3 +179,27 @@ def test_one_forced_pathway_and_the_ledger_switch(dialogue):
     assert "ledger" in blocks(with_ledger) and "ledger" not in blocks(without)
     with pytest.raises(ValueError, match="unknown pathway 'poetry'"):
         dialogue.turn("k1", sid, "Hi", probe=True, steering={"routing": "force=poetry"})
+
+
+def test_style_similarity_reads_the_cards_example_lines():
+    card = parse_card(CARD)
+    lines = example_lines(card, "Arin")
+    assert lines == ["Lamps for the dark road, seven gold apiece!", "Welcome, traveller!"]
+    in_voice = similarity("Lamps for the road, traveller, seven gold apiece!", lines)
+    off_voice = similarity("QUERY EXECUTED: 0x3F rows=12 status=OK", lines)
+    assert in_voice > 0.5 > off_voice and similarity("", lines) is None and similarity("hi", []) is None
+
+
+def test_the_voice_lock_follows_a_drifted_reply(dialogue):
+    sid = session(dialogue, voice_floor=1.0)  # every reply counts as drifted
+    first = dialogue.turn("k1", sid, "Hello there.")
+    assert first.x_qwythos["voice"]["drifted"] and not first.x_qwythos["voice"]["locked"]
+    second = dialogue.turn("k1", sid, "Tell me more.")
+    assert second.x_qwythos["voice"]["locked"]
+    names = [(r["block"], r["name"]) for r in second.x_qwythos["context"]["report"]]
+    assert ("note", "voice_lock") in names
+    off = dialogue.turn("k1", sid, "And then?", probe=True, steering={"voice_lock": False})
+    assert not off.x_qwythos["voice"]["locked"]
+    assert ("note", "voice_lock") not in [(r["block"], r["name"]) for r in off.x_qwythos["context"]["report"]]
+    with pytest.raises(ValueError, match="voice_floor"):
+        Settings(voice_floor=2)

@@ -327,7 +327,7 @@ function scrollLog() {
   log.scrollTop = log.scrollHeight;
 }
 
-function gearLine(gear, consistency) {
+function gearLine(gear, consistency, voice) {
   const bits = [];
   if (gear && gear.shares) {
     bits.push(Object.entries(gear.shares).map(([p, s]) => `${p} ${pct(s)}`).join(" · "));
@@ -337,6 +337,9 @@ function gearLine(gear, consistency) {
     const n = (consistency.contradictions || []).length;
     if (consistency.repaired) bits.push("repaired");
     if (n) bits.push(`${n} contradiction${n === 1 ? "" : "s"} left`);
+  }
+  if (voice && voice.similarity !== null && voice.similarity !== undefined) {
+    bits.push(`voice ${voice.similarity.toFixed(2)}${voice.locked ? " (locked)" : ""}${voice.drifted ? " drifted" : ""}`);
   }
   return bits.join(" · ");
 }
@@ -354,7 +357,7 @@ function renderMessage(m, { probe = false } = {}) {
   const body = el("span", { class: "body" });
   if (!(npc && fillReply(body, m.meta))) body.textContent = m.content;
   const meta = el("div", { class: "meta" });
-  if (npc) meta.append(el("span", { class: "gears", text: gearLine(m.meta.gear, m.meta.consistency) }));
+  if (npc) meta.append(el("span", { class: "gears", text: gearLine(m.meta.gear, m.meta.consistency, m.meta.voice) }));
   if (m.seq) {
     meta.append(
       el("button", { type: "button", class: "fork", "aria-label": `Fork the session at message ${m.seq}`, text: "fork here", onclick: () => guarded(() => forkAt(m.seq)) }),
@@ -432,7 +435,7 @@ async function sendTurn(e) {
   if (probe) {
     fillReply(body, x);
     pending.classList.remove("pending");
-    pending.querySelector(".gears").textContent = gearLine(x.gear, x.consistency);
+    pending.querySelector(".gears").textContent = gearLine(x.gear, x.consistency, x.voice);
     renderWhy(x, null);
     return;
   }
