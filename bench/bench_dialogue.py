@@ -37,6 +37,14 @@ def accuracy(rows: list[B.Answer]) -> float | None:
     return sum(a.correct for a in rows) / len(rows) if rows else None
 
 
+def by_kind(rows: list[B.Answer], kind: str) -> list[B.Answer]:
+    return [a for a in rows if a.probe.kind == kind]
+
+
+def _mean(xs: list[float]) -> float | None:
+    return statistics.mean(xs) if xs else None
+
+
 def fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
@@ -71,10 +79,6 @@ def main() -> None:
                     settings = {**SETTINGS, "seed": seed, "budget": args.budget}
                     live = B.live_contradictions(Dialogue(engine, store), script, settings, args.live)
     wall = time.time() - t0
-    report = summarise(answers, live)
-    report |= {"wall_s": round(wall), "seeds": args.seeds, "model": str(args.model), "budget": args.budget}
-    print_report(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = [
         {
             "arm": a.arm,
@@ -87,9 +91,15 @@ def main() -> None:
             "correct": a.correct,
             "seconds": round(a.seconds, 3),
             "processed_tokens": a.processed_tokens,
+            "style": a.style,
         }
         for a in answers
     ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"answers": rows, "live": live}, indent=1))  # kept if the summary fails
+    report = summarise(answers, live)
+    report |= {"wall_s": round(wall), "seeds": args.seeds, "model": str(args.model), "budget": args.budget}
+    print_report(report)
     args.out.write_text(json.dumps({"report": report, "answers": rows}, indent=1))
     print(f"answers and report: {args.out}; wall {wall:.0f} s")
 
@@ -108,6 +118,8 @@ def summarise(answers: list[B.Answer], live: dict | None) -> dict:
                 [a for a in rows if a.probe.kind in ANSWERED and a.probe.distance in FAR]
             ),
             "abstain_false": 1 - (accuracy([a for a in rows if a.probe.kind == "abstain"]) or 0.0),
+            "style": _mean([a.style for a in rows if a.style is not None]),
+            "contradictions": _mean([float(a.contradictions > 0) for a in rows if a.arm != "plain"]),
             "p95_s": statistics.quantiles([a.seconds for a in rows], n=20)[-1] if len(rows) > 1 else None,
         }
         for arm, rows in by.items()
@@ -129,16 +141,30 @@ def summarise(answers: list[B.Answer], live: dict | None) -> dict:
     processed = [a.processed_tokens for a in sorted(by["engine"], key=lambda a: a.probe.after_turn)]
     q = max(1, len(processed) // 4)  # the second quarter (the budget already full) against the last
     e, p, anchor = table["engine"], table["plain"], table["anchor"]
+
+    def at_least(a: float | None, b: float | None) -> bool | None:  # None: not measured in this run
+        return None if a is None or b is None else a >= b
+
+    def plus(x: float | None, d: float) -> float | None:
+        return None if x is None else x + d
+
+    quarters = [
+        statistics.mean(processed[k * q : (k + 1) * q]) if processed[k * q : (k + 1) * q] else None
+        for k in range(4)
+    ]
     targets = {
-        "state/update/logic >= 2x window: engine >= 0.90": e["answered_far"] >= 0.90,
-        "... and >= plain + 0.50": e["answered_far"] >= p["answered_far"] + 0.50,
-        "... and >= anchor + 0.20": e["answered_far"] >= anchor["answered_far"] + 0.20,
-        "persona >= plain - 0.05": e["persona"] >= p["persona"] - 0.05,
-        "abstain false assertions <= 0.05": e["abstain_false"] <= 0.05,
+        "state/update/logic >= 2x window: engine >= 0.90": at_least(e["answered_far"], 0.90),
+        "... and >= plain + 0.50": at_least(e["answered_far"], plus(p["answered_far"], 0.50)),
+        "... and >= anchor + 0.20": at_least(e["answered_far"], plus(anchor["answered_far"], 0.20)),
+        "persona >= plain - 0.05": at_least(e["persona"], plus(p["persona"], -0.05)),
+        "abstain false assertions <= 0.05": at_least(
+            0.05, e["abstain_false"] if by_kind(by["engine"], "abstain") else None
+        ),
         "tool calls schema-valid (100 %)": all(B.valid_tool_call(c) for c in calls),
-        "p95 latency <= 1.5x plain": e["p95_s"] <= 1.5 * p["p95_s"],
-        "tokens processed per turn flat (last quarter <= 1.1x the second)": statistics.mean(processed[-q:])
-        <= 1.1 * statistics.mean(processed[q : 2 * q]),
+        "p95 latency <= 1.5x plain": at_least(plus(1.5 * p["p95_s"], 0) if p["p95_s"] else None, e["p95_s"]),
+        "tokens processed per turn flat (last quarter <= 1.1x the second)": at_least(
+            plus(1.1 * quarters[1], 0) if quarters[1] else None, quarters[3]
+        ),
     }
     if live:
         targets["live mode: <= 2 % of replies contradict the state"] = live["rate"] <= 0.02
@@ -147,14 +173,14 @@ def summarise(answers: list[B.Answer], live: dict | None) -> dict:
         "pairs": pairs,
         "targets": targets,
         "tool_calls": len(calls),
-        "processed_quarters": [round(statistics.mean(processed[k * q : (k + 1) * q])) for k in range(4)],
+        "processed_quarters": [None if x is None else round(x) for x in quarters],
         "live": live and {k: v for k, v in live.items() if k != "processed"},
         "probes_per_arm": len(by["engine"]),
     }
 
 
 def print_report(r: dict) -> None:
-    cols = [*B.KINDS, "answered_far", "abstain_false", "p95_s"]
+    cols = [*B.KINDS, "answered_far", "abstain_false", "style", "contradictions", "p95_s"]
     print("| arm | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for arm, row in r["table"].items():
@@ -181,7 +207,7 @@ def print_report(r: dict) -> None:
     print(f"tokens processed per engine probe, by quarter of the conversation: {r['processed_quarters']}")
     print("\ntargets:")
     for name, ok in r["targets"].items():
-        print(f"  {'met   ' if ok else 'MISSED'} {name}")
+        print(f"  {'n/a   ' if ok is None else 'met   ' if ok else 'MISSED'} {name}")
 
 
 if __name__ == "__main__":

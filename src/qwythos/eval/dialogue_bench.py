@@ -29,6 +29,7 @@ from ..dialogue.cards import parse_card
 from ..dialogue.context import card_text
 from ..dialogue.grounding import check_claims
 from ..dialogue.state import EventLog, parse_event
+from ..dialogue.style import example_lines, similarity
 from ..dialogue.turn import Dialogue
 from ..inference.engine import Request
 from ..inference.sampling import SamplingParams, for_model, parse_gear_sampling
@@ -288,6 +289,7 @@ class Answer:
     tool_calls: list[dict] = field(default_factory=list)
     contradictions: int = 0
     seed: int = 0
+    style: float | None = None  # similarity to the card's example lines (dialogue/style.py)
 
     @property
     def key(self) -> str:  # the same probe of the same seed across arms (the pairing)
@@ -326,9 +328,11 @@ class Bench:
 
     def _ask(self, arm: str, sid: int, card, st, p: Probe) -> Answer:
         t0 = time.perf_counter()
+        lines = example_lines(card, "Arin")
         if arm == "plain":
             text = self.plain(sid, card, st, p.question)
-            return Answer(arm, p, text, correct(text, p), time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            return Answer(arm, p, text, correct(text, p), seconds, style=similarity(text, lines))
         r = self.d.turn(OWNER, sid, p.question, probe=True, steering=STEERING[arm])
         x = r.x_qwythos
         return Answer(
@@ -340,6 +344,7 @@ class Bench:
             x["context"]["processed_tokens"],
             x["grounding"]["tool_calls"],
             len(x["consistency"]["contradictions"]),
+            style=similarity(r.reply, lines),
         )
 
     def plain(self, sid: int, card, st, question: str) -> str:

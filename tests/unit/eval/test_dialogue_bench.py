@@ -4,6 +4,9 @@ probe as a fork on a tiny model (the history holds only the script afterwards)."
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 from conftest import randomise
@@ -14,6 +17,8 @@ from qwythos.inference.engine import Engine
 from qwythos.model.base import load_tokenizer
 from qwythos.model.config import PathwayConfig
 from qwythos.model.formats import build_model
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -64,3 +69,11 @@ def test_every_arm_answers_every_probe_as_a_fork(tiny_base, tmp_path):
     assert state.correct and state.tool_calls and state.processed_tokens  # the tools answered it
     anchor = next(a for a in answers if a.arm == "anchor" and a.probe.kind == "state")
     assert not anchor.tool_calls  # the recipe has no tools
+
+    spec = importlib.util.spec_from_file_location("bench_dialogue", REPO / "bench" / "bench_dialogue.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.summarise(answers, None)
+    assert set(report["table"]) == set(B.ARMS) and report["table"]["engine"]["state"] == 1.0
+    assert "tool calls schema-valid (100 %)" in report["targets"] and report["tool_calls"] >= 1
+    bench.print_report(report)  # the table prints
