@@ -56,10 +56,13 @@ def main() -> int:
     for p in found:
         print(f"check_quickstart: {p}", file=sys.stderr)
     results = out / "run" / "eval" / "results.json"
-    if results.is_file():  # reported, not enforced yet: one CPU's run is all that measured it (issue 13)
+    if results.is_file():  # enforced: three fresh runs on 2026-12-03/04 gave +30.0 pts [+17.5, +45.0]
         gap = separation(json.loads(results.read_text()))
-        verdict = f"WARNING {gap[0]}" if gap else "reasoning_only above base, CI excludes 0"
-        print(f"check_quickstart: {verdict}")
+        for p in gap:
+            print(f"check_quickstart: {p}", file=sys.stderr)
+        found += gap
+        if not gap:
+            print("check_quickstart: reasoning_only above base, CI excludes 0")
     if not found:
         print("check_quickstart: headline table, coloured demo, report.html and generations.json present")
     return 1 if found else 0
