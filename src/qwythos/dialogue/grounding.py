@@ -98,10 +98,23 @@ _COUNT = re.compile(r"\bhow (?:many|much)\b|\bdo i (?:have|still have|own|carry)
 _AFFORD = re.compile(r"\bafford\b|\bcan i (?:buy|get|purchase)\b|\benough\b", re.I)
 
 
+_UNKNOWN_COUNT = re.compile(r"\bhow many ([a-z][\w' -]{0,30}?) do i (?:have|own|carry|hold)\b", re.I)
+_UNKNOWN_WHERE = re.compile(
+    r"\bwhere (?:is|are|did i (?:leave|put|hide|drop)) (?:my |the |a )?([a-z][\w' -]{0,30}?)\s*\??$", re.I
+)
+_MINE = re.compile(r"\bwhat(?:'s| is) my ([a-z][\w ]{0,30}?)(?: (called|named))?\s*\?", re.I)
+
+
 def detect(text: str, state: GameState) -> list[Query]:
-    """The state questions a player's message asks (an empty list: the turn does not touch state)."""
+    """The state questions a player's message asks (an empty list: the turn does not touch state). A count
+    or place asked of an item the log never named is answered too: nothing held, nothing recorded."""
     queries: list[Query] = []
     items = mentioned(text, state)
+    if not items:
+        if m := _UNKNOWN_COUNT.search(text):
+            return [Query("inventory", m.group(1).strip())]
+        if m := _UNKNOWN_WHERE.search(text.strip()):
+            return [Query("where_is", m.group(1).strip())]
     price, low = {norm(k): v for k, v in prices(state).items()}, text.lower()
     for item in items:
         if _AFFORD.search(text) and norm(item) in price:
@@ -125,6 +138,20 @@ def ground(queries: list[Query], state: GameState) -> list[Fact]:
         else:
             facts.append(can_afford(state, q.price_each or 0, q.qty or 1, currency(state), q.item))
     return facts
+
+
+def ask_ledger(text: str, ledger: list[dict]) -> list[tuple[Query, Fact]]:
+    """'What is my favourite colour?', 'What is my sister called?': the player's own latest statement from
+    the fact ledger, as a verified fact (nothing recorded: no fact, the model answers alone)."""
+    m = _MINE.search(text)
+    if not m:
+        return []
+    attr = m.group(1).strip().lower().replace("favorite", "favourite")
+    row = next((r for r in ledger if r["subject"] == "player" and r["attribute"].lower() == attr), None)
+    if row is None:
+        return []
+    said = f"Your {attr} is {'called ' if m.group(2) else ''}{row['value']}."
+    return [(Query("player_fact", attr), Fact("player", attr, row["value"], None, said))]
 
 
 # ---------------------------------------------------------------- the claim checker

@@ -24,7 +24,7 @@ from ..inference.sampling import GearSampling, SamplingParams, for_model, parse_
 from ..inference.trace import token_texts
 from . import context as ctx
 from .cards import Card
-from .grounding import Contradiction, check_claims, detect, ground
+from .grounding import Contradiction, ask_ledger, check_claims, detect, ground
 from .lorebook import Lorebook, lorebook_from_card_book
 from .memory import fit_lines, player_facts, recall, recap_lines
 from .state import EventLog, GameState, inventory, parse_event, where_is
@@ -218,15 +218,19 @@ class Dialogue:
         state = EventLog(self.store.events(sid)).state
         history = self.store.messages(sid)
         book: Lorebook | None = lorebook_from_card_book(card.character_book) if card.character_book else None
-        # ground
-        queries = detect(message, state) if st.grounding else []
-        facts = ground(queries, state)
-        # select
         said = player_facts(message)
         ledger = self.store.facts(sid) + [
             {"subject": n.subject, "attribute": n.attribute, "value": n.value} for n in said
         ]
         ledger = list({(r["subject"], r["attribute"]): r for r in ledger}.values())  # the newest per key
+        # ground: the state's tools, and the player's own statements from the ledger
+        queries = detect(message, state) if st.grounding else []
+        facts = ground(queries, state)
+        if st.grounding:
+            for q, f in ask_ledger(message, ledger):
+                queries.append(q)
+                facts.append(f)
+        # select
         cut = max(0, len(history) - st.window)
         window, older = history[cut:], history[:cut]
         summary = self.store.latest_summary(sid)

@@ -387,7 +387,7 @@ def live_contradictions(dialogue: Dialogue, script: Script, settings: dict, turn
 
 def valid_tool_call(call: dict) -> bool:
     """A tool call the engine made is schema-valid: a known tool, an item name, whole-number arguments."""
-    if call.get("tool") not in ("inventory", "where_is", "can_afford") or not isinstance(
+    if call.get("tool") not in ("inventory", "where_is", "can_afford", "player_fact") or not isinstance(
         call.get("item"), str
     ):
         return False

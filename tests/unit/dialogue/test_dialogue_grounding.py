@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from qwythos.dialogue.grounding import Query, check_claims, detect, ground
+from qwythos.dialogue.grounding import Query, ask_ledger, check_claims, detect, ground
 from qwythos.dialogue.state import EventLog, parse_event
 
 
@@ -28,6 +28,29 @@ def test_questions_become_tool_queries():
     assert detect("Can I afford a lamp?", s) == [Query("can_afford", "lamp", 1, 7)]
     assert detect("Tell me about the northern road.", s) == []  # no state touched
     assert detect("how many lamps are left", s) == [Query("inventory", "lamp")]
+
+
+def test_items_the_log_never_named_are_answered_as_nothing_recorded():
+    s = world()
+    (q,) = detect("How many swords do I have?", s)
+    assert q == Query("inventory", "swords") and ground([q], s)[0].text == "You have no swords."
+    (q,) = detect("Where did I leave my silver ring?", s)
+    assert ground([q], s)[0].text == "Nothing records where the silver ring is."
+    assert detect("Where is the road going?", s) == [
+        Query("where_is", "road going")
+    ]  # asked: nothing recorded
+
+
+def test_the_players_own_statements_come_back_from_the_ledger():
+    ledger = [
+        {"subject": "player", "attribute": "sister", "value": "Marta"},
+        {"subject": "player", "attribute": "favourite colour", "value": "red"},
+    ]
+    ((q, f),) = ask_ledger("What is my sister called?", ledger)
+    assert q == Query("player_fact", "sister") and f.text == "Your sister is called Marta."
+    ((_, f),) = ask_ledger("what's my favorite colour?", ledger)
+    assert f.text == "Your favourite colour is red."
+    assert ask_ledger("What is my horse called?", ledger) == [] and ask_ledger("Hello", ledger) == []
 
 
 def test_facts_carry_the_event_they_rest_on():

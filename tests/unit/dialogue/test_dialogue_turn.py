@@ -132,8 +132,8 @@ def test_the_ledger_and_the_recap_remember_and_tokens_per_turn_stay_flat(dialogu
     summary = dialogue.store.latest_summary(sid)
     assert summary and "Arin: My name is Arin" in summary["text"]
     r = dialogue.turn("k1", sid, "What is my horse called?", probe=True)
-    named = [b for b in r.x_qwythos["context"]["report"] if b["block"] == "ledger" and b["included"]]
-    assert any("horse" in b["name"] for b in named)
+    (fact,) = r.x_qwythos["grounding"]["verified_facts"]  # the player's own words, from the ledger
+    assert fact["text"] == "Your horse is called Ash." and "Your horse is called Ash." in r.reply
 
 
 def test_one_turn_at_a_time_per_session(dialogue):
