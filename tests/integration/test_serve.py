@@ -4,6 +4,7 @@ terminal chat through a pty."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -81,6 +82,41 @@ def test_openai_client_completions_chat_and_streams(client, model_dir):
             pieces.append(c.choices[0].delta.content or "")
             traced += len(getattr(c.choices[0], "pathway_trace", None) or [])
     assert "".join(pieces) == chat.choices[0].message.content and traced == chat.usage.completion_tokens // 2
+
+
+LOOKUP = {
+    "type": "object",
+    "properties": {
+        "tool": {"enum": ["inventory", "where_is", "can_afford"]},
+        "item": {"type": "string", "maxLength": 12},
+        "qty": {"type": "integer", "minimum": 0, "maximum": 99},
+    },
+    "required": ["tool", "item", "qty"],
+    "additionalProperties": False,
+}
+
+
+def test_openai_client_response_format_is_grammar_constrained(client, model_dir):
+    """A random model's replies still parse and validate: the grammar, not the model, makes them so."""
+    import jsonschema
+
+    name, msgs = model_dir.name, [{"role": "user", "content": "How many lamps do I have? Answer in JSON."}]
+    rf = {"type": "json_schema", "json_schema": {"name": "lookup", "schema": LOOKUP, "strict": True}}
+    chat = client.chat.completions.create(
+        model=name, messages=msgs, max_tokens=96, temperature=1.0, seed=3, n=4, response_format=rf
+    )
+    for choice in chat.choices:
+        assert choice.finish_reason == "stop", choice.message.content
+        jsonschema.validate(json.loads(choice.message.content), LOOKUP)
+    stream = client.chat.completions.create(
+        model=name, messages=msgs, max_tokens=96, temperature=0, stream=True, response_format=rf
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    jsonschema.validate(json.loads(text), LOOKUP)
+    obj = client.chat.completions.create(
+        model=name, messages=msgs, max_tokens=96, temperature=0, response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(obj.choices[0].message.content), dict)
 
 
 def test_openai_client_sees_4xx_errors_without_retrying(client, model_dir, server):

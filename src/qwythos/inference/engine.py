@@ -57,6 +57,7 @@ class Request:
     on_token: TokenCallback | None = None  # streaming: called for every generated token
     on_event: Callable[[TokenEvent], None] | None = None  # streaming with pieces and logprobs
     cancelled: bool = False  # set from any thread: the request leaves its batch at the next step
+    constraint: object | None = None  # a JsonConstraint (constrain.py): only tokens its grammar allows
 
 
 @dataclass
@@ -286,7 +287,13 @@ class DecodeBatch:
         if gs is not None and gates is not None:
             p = gs.params_for(p, gates.float().mean(0), self.engine.pathways)
         context = torch.tensor(w.context) if p.repetition_penalty != 1.0 else torch.empty(0, dtype=torch.long)
+        constraint = w.request.constraint
+        if constraint is not None:
+            logits = logits.clone()
+            constraint.mask(logits)
         tok = sample_token(logits, p, context, w.generator)
+        if constraint is not None:
+            constraint.accept(tok)
         lp = None
         if w.logprobs is not None:
             logprobs = torch.log_softmax(logits, -1)
@@ -304,8 +311,10 @@ class DecodeBatch:
             delta = stream.add(tok)
             piece = _piece(w._prev, stream.full)
             w._prev = stream.full
-            if stream.stopped:
+            if stream.stopped or (constraint is not None and constraint.done):
                 w.finish = "stop"
+                if constraint is not None and constraint.done:
+                    delta += stream.finish()
             elif len(stream.ids) >= p.max_new_tokens:
                 w.finish, delta = "length", delta + stream.finish()
         w.pieces.append(piece)

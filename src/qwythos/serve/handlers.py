@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 from starlette.responses import StreamingResponse
 
+from ..inference.constrain import JsonConstraint
 from ..inference.engine import Completion, Engine, Request, TokenEvent
 from ..inference.sampling import GearSampling, PathwaySampling, SamplingParams
 from ..inference.scheduler import Job, QueueFull, Scheduler
@@ -425,7 +426,7 @@ async def chat_completions(svc: Service, req: P.ChatCompletionRequest, http: Htt
     if (field := req.unsupported()) is not None:
         raise ApiError(
             400,
-            f"{field} is not supported by this server yet (no grammar-constrained decoding): remove it; "
+            f"{field} is not supported by this server yet (response_format is): remove it; "
             "a reply that ignored it would mislead the client",
             param=field,
             code="unsupported_parameter",
@@ -446,9 +447,25 @@ async def chat_completions(svc: Service, req: P.ChatCompletionRequest, http: Htt
     k = (req.top_logprobs or 0) if req.logprobs else None
     if req.top_logprobs and not req.logprobs:
         raise ApiError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
+    try:
+        schema = req.json_schema()
+    except ValueError as e:
+        raise ApiError(400, str(e), param="response_format") from None
+    try:
+        constraints = [
+            None if schema is None else JsonConstraint(svc.engine.tokenizer, schema) for _ in range(req.n)
+        ]
+    except ValueError as e:
+        raise ApiError(400, f"response_format.json_schema.schema: {e}", param="response_format") from None
     jobs = [
         Job(
-            Request(ids, svc.params(req, max_tokens, i, logprobs=k), gear_bias=bias, gear_sampling=gs),
+            Request(
+                ids,
+                svc.params(req, max_tokens, i, logprobs=k),
+                gear_bias=bias,
+                gear_sampling=gs,
+                constraint=constraints[i],
+            ),
             routing,
         )
         for i in range(req.n)

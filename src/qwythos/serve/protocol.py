@@ -172,10 +172,10 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=0)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: dict[str, Any] | None = None  # text | json_object | json_schema (grammar-constrained)
     # not implemented yet: refused with a 400 (handlers.refuse_unsupported), never silently ignored
     tools: list[Any] | None = None
     tool_choice: Any = None
-    response_format: Any = None
     functions: list[Any] | None = None
     function_call: Any = None
 
@@ -189,9 +189,23 @@ class ChatCompletionRequest(SamplingFields):
             return "tool_choice"
         if self.function_call not in (None, "none"):
             return "function_call"
-        if self.response_format not in (None, {"type": "text"}):
-            return "response_format"
         return None
+
+    def json_schema(self) -> dict | None:
+        """The schema response_format asks the reply to follow ({} for any JSON object; None: free text)."""
+        rf = self.response_format
+        if rf is None or rf.get("type") == "text":
+            return None
+        if rf.get("type") == "json_object":
+            return {}
+        if rf.get("type") == "json_schema":
+            spec = rf.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+                raise ValueError("response_format.json_schema: give {'name': ..., 'schema': {...}}")
+            return spec.get("schema") or {}
+        raise ValueError(
+            f"response_format.type {rf.get('type')!r}: use 'text', 'json_object' or 'json_schema'"
+        )
 
 
 class TokenizeRequest(WireModel):

@@ -229,7 +229,12 @@ CHAT = [{"role": "user", "content": "hi"}]
         ({"seed": -(2**63) - 1}, 422, "seed"),
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, 400, "tools"),
         ({"tool_choice": "required"}, 400, "tool_choice"),
-        ({"response_format": {"type": "json_object"}}, 400, "response_format"),
+        ({"response_format": {"type": "xml"}}, 400, "response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "nonsense"}}}},
+            400,
+            "response_format",
+        ),
         ({"functions": [{"name": "f"}]}, 400, "functions"),
     ],
 )
