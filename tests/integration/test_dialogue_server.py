@@ -69,7 +69,7 @@ def test_a_conversation_over_http(server):
     body = r.json()
     assert "You have 12 gold." in body["choices"][0]["message"]["content"] and body["seq"] == 2
     x = body["x_qwythos"]
-    assert set(x) == {"context", "grounding", "consistency", "gear"}
+    assert set(x) == {"context", "grounding", "consistency", "gear", "voice"}
     assert x["grounding"]["verified_facts"][0]["source_event"] == 1 and x["gear"]["trace"]
 
     bad = post(
