@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 from typing import TextIO
 
+from ..console import prompt_lines
 from ..inference.trace import PALETTE, RESET
 from .cards import read_card
 from .state import event_to_dict
@@ -247,18 +248,7 @@ def run(dialogue: Dialogue, session_id: int, stdin: TextIO, out: TextIO, color: 
         f"session #{session_id}: {card.name} and {s['player_name']}. {p.legend()}\n(/help for commands)\n"
     )
     replies = 0
-    while True:
-        out.write(f"{s['player_name']}> ")
-        out.flush()
-        line = stdin.readline()
-        if not line:
-            out.write("\n")
-            return replies
-        line = line.strip()
-        if not line:
-            continue
-        if line in ("/quit", "/exit"):
-            return replies
+    for line in prompt_lines(stdin, out, f"{s['player_name']}> "):
         try:
             if line.startswith("/"):
                 text = p.command(line)
@@ -269,3 +259,4 @@ def run(dialogue: Dialogue, session_id: int, stdin: TextIO, out: TextIO, color: 
                 replies += 1
         except (ValueError, LookupError) as e:  # EventError, NotFound, settings: the message names the field
             out.write(f"error: {e}\n")
+    return replies

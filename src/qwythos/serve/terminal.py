@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from ..console import prompt_lines
 from ..inference.engine import Engine, TokenEvent
 from ..inference.sampling import GearSampling, SamplingParams
 from ..inference.trace import PALETTE, RESET
@@ -56,18 +57,7 @@ def run_chat(
     pathways = engine.pathways
     stdout.write(legend(pathways, color) + "   (/help for commands, /quit to leave)\n")
     replies = 0
-    while True:
-        stdout.write("you> ")
-        stdout.flush()
-        line = stdin.readline()
-        if not line:  # EOF
-            stdout.write("\n")
-            return replies
-        line = line.strip()
-        if not line:
-            continue
-        if line in ("/quit", "/exit"):
-            return replies
+    for line in prompt_lines(stdin, stdout, "you> "):
         if line.startswith("/"):
             try:
                 stdout.write(session.command(line) + "\n")
@@ -83,3 +73,4 @@ def run_chat(
             continue
         stdout.write("\n" + summary.line() + "\n")
         replies += 1
+    return replies
