@@ -161,9 +161,9 @@ def summarise(answers: list[B.Answer], live: dict | None) -> dict:
             0.05, e["abstain_false"] if by_kind(by["engine"], "abstain") else None
         ),
         "tool calls schema-valid (100 %)": all(B.valid_tool_call(c) for c in calls),
-        "p95 latency <= 1.5x plain": at_least(plus(1.5 * p["p95_s"], 0) if p["p95_s"] else None, e["p95_s"]),
+        "p95 latency <= 1.5x plain": at_least(1.5 * p["p95_s"] if p["p95_s"] else None, e["p95_s"]),
         "tokens processed per turn flat (last quarter <= 1.1x the second)": at_least(
-            plus(1.1 * quarters[1], 0) if quarters[1] else None, quarters[3]
+            1.1 * quarters[1] if quarters[1] else None, quarters[3]
         ),
     }
     if live:

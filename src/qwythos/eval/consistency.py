@@ -205,13 +205,12 @@ def correct_answer(answer: str, probe: Probe) -> bool:
     return any(e in text for e in probe.expected) and not any(s in text for s in stale)
 
 
-def window(script: Script, probe: Probe, encode, budget: int) -> tuple[list[dict], int]:
-    """The plain-chat messages for a probe: system + the latest whole turns that fit; (messages, first kept).
+def fit_window(
+    head: list[dict], history: list[dict], question: dict, encode, budget: int
+) -> tuple[list[dict], int]:
+    """head + the latest whole turns of ``history`` that fit + question; (messages, first kept).
 
     ``encode(messages) -> token ids`` (the chat template); ``budget`` is the prompt's token limit."""
-    history = script.messages[: probe.position]
-    head = [{"role": "system", "content": script.system}]
-    question = {"role": "user", "content": probe.question}
     lo, hi = 0, len(history) // 2  # the earliest whole turn (start = 2k) whose window fits
     while lo < hi:
         mid = (lo + hi) // 2
@@ -221,6 +220,13 @@ def window(script: Script, probe: Probe, encode, budget: int) -> tuple[list[dict
             lo = mid + 1
     start = 2 * lo
     return [*head, *history[start:], question], start
+
+
+def window(script: Script, probe: Probe, encode, budget: int) -> tuple[list[dict], int]:
+    """The plain-chat messages for a probe: system + the latest whole turns that fit (fit_window)."""
+    head = [{"role": "system", "content": script.system}]
+    question = {"role": "user", "content": probe.question}
+    return fit_window(head, script.messages[: probe.position], question, encode, budget)
 
 
 def summarise(results: list[tuple[Probe, str, bool]]) -> dict:

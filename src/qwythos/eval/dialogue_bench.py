@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 
 from ..dialogue.cards import parse_card
 from ..dialogue.context import card_text
-from ..dialogue.grounding import check_claims
 from ..dialogue.state import EventLog, parse_event
 from ..dialogue.style import example_lines, similarity
 from ..dialogue.turn import Dialogue
 from ..inference.engine import Request
 from ..inference.sampling import SamplingParams, for_model, parse_gear_sampling
+from .consistency import fit_window
 
 KINDS = ("state", "persona", "player_fact", "update", "multi_hop", "temporal", "logic", "abstain")
 DISTANCES = {"near": 2, "far": 8, "very_far": 20}  # turns from the fact to the probe (window: 4 turns)
@@ -352,13 +352,8 @@ class Bench:
         history = [{"role": m["role"], "content": m["content"]} for m in self.d.store.messages(sid)]
         head = [{"role": "system", "content": card_text(card, "Arin")}]
         ask = {"role": "user", "content": question}
-        start = 0
-        while (
-            start < len(history)
-            and len(self.engine.encode_chat([*head, *history[start:], ask])) > self.budget
-        ):
-            start += 2
-        ids = self.engine.encode_chat([*head, *history[start:], ask])
+        messages, _ = fit_window(head, history, ask, self.engine.encode_chat, self.budget)
+        ids = self.engine.encode_chat(messages)
         gs = for_model(parse_gear_sampling(st.gear_sampling), self.engine.pathways)  # the engine's decode
         params = SamplingParams(
             max_new_tokens=st.reply_tokens, repetition_penalty=st.repetition_penalty, seed=st.seed
@@ -378,9 +373,7 @@ def live_contradictions(dialogue: Dialogue, script: Script, settings: dict, turn
         if turn.events:
             dialogue.push_events(OWNER, sid, turn.events)
         r = dialogue.turn(OWNER, sid, turn.message)
-        state = EventLog(dialogue.store.events(sid)).state
-        left = check_claims(r.reply, state, CARD["data"]["name"])
-        bad += bool(left)
+        bad += bool(r.x_qwythos["consistency"]["contradictions"])  # the engine's check, after its repair
         per_turn.append(r.x_qwythos["context"]["processed_tokens"])
     return {"turns": turns, "contradicting_replies": bad, "rate": bad / max(1, turns), "processed": per_turn}
 
