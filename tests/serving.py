@@ -27,9 +27,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tiny_model_dir(root: Path) -> Path:
+def tiny_model_dir(root: Path, context: int = 512) -> Path:
     """A saved pathway model on a 4-layer random base: fast enough to serve many requests in a test."""
-    base = make_tiny_base(root / "base", num_hidden_layers=4, hidden_size=128, intermediate_size=256)
+    base = make_tiny_base(
+        root / "base",
+        num_hidden_layers=4,
+        hidden_size=128,
+        intermediate_size=256,
+        max_position_embeddings=context,
+    )
     model, folder = build_model(base, PathwayConfig(rank=4))
     return save_model(randomise(model, seed=2), root / "tiny", base_source=str(base), base_folder=folder)
 

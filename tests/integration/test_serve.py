@@ -22,7 +22,7 @@ from serving import AUTH, KEY, Server, tiny_model_dir
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    return tiny_model_dir(tmp_path_factory.mktemp("serve"))
+    return tiny_model_dir(tmp_path_factory.mktemp("serve"), context=1024)  # room for tool schemas
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,98 @@ def test_openai_client_response_format_is_grammar_constrained(client, model_dir)
     assert isinstance(json.loads(obj.choices[0].message.content), dict)
 
 
+WHERE = {
+    "type": "function",
+    "function": {
+        "name": "where_is",
+        "description": "Where an item is",
+        "parameters": {
+            "type": "object",
+            "properties": {"item": {"type": "string", "maxLength": 10}, "room": {"enum": ["hall", "cellar"]}},
+            "required": ["item"],
+            "additionalProperties": False,
+        },
+    },
+}
+GIVE = {
+    "type": "function",
+    "function": {
+        "name": "give",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "item": {"type": "string", "maxLength": 8},
+                "qty": {"type": "integer", "minimum": 1},
+            },
+            "required": ["item", "qty"],
+            "additionalProperties": False,
+        },
+    },
+}
+PARAMS = {t["function"]["name"]: t["function"]["parameters"] for t in (WHERE, GIVE)}
+
+
+def valid_calls(message) -> list[str]:
+    """The names of a reply's tool calls, each checked against its tool's schema."""
+    import jsonschema
+
+    for call in message.tool_calls:
+        jsonschema.validate(json.loads(call.function.arguments), PARAMS[call.function.name])
+    return [call.function.name for call in message.tool_calls]
+
+
+def test_openai_client_tool_calls_are_grammar_constrained_and_stream_as_deltas(client, model_dir):
+    """A random model calls only listed tools with schema-valid arguments: the grammar makes it so."""
+    name, msgs = model_dir.name, [{"role": "user", "content": "Where is my lamp?"}]
+    kw = dict(model=name, messages=msgs, tools=[WHERE, GIVE], max_tokens=160)
+    chat = client.chat.completions.create(**kw, tool_choice="required", temperature=1.0, seed=5, n=4)
+    for choice in chat.choices:
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        assert valid_calls(choice.message)
+    named = client.chat.completions.create(
+        **kw, tool_choice={"type": "function", "function": {"name": "give"}}, temperature=1.0, seed=1, n=3
+    )
+    assert [valid_calls(c.message) for c in named.choices] == [["give"]] * 3
+    single = client.chat.completions.create(
+        **kw, tool_choice="required", parallel_tool_calls=False, temperature=1.0, seed=2, n=3
+    )
+    assert all(len(valid_calls(c.message)) == 1 for c in single.choices)
+    auto = client.chat.completions.create(**kw, temperature=1.0, seed=4, n=4)  # tool_choice auto
+    for c in auto.choices:  # text or calls, never a malformed call
+        assert (c.finish_reason, c.message.content is None) in {
+            ("stop", False),
+            ("length", False),
+            ("tool_calls", True),
+        }
+        assert c.message.tool_calls is None or valid_calls(c.message)
+
+    one = dict(tool_choice="required", parallel_tool_calls=False, temperature=0)  # greedy could call forever
+    whole = client.chat.completions.create(**kw, **one)
+    streamed: dict[int, dict] = {}
+    finish = None
+    for chunk in client.chat.completions.create(**kw, **one, stream=True):
+        if not chunk.choices:
+            continue
+        finish = chunk.choices[0].finish_reason or finish
+        for tc in chunk.choices[0].delta.tool_calls or []:
+            if tc.id:
+                streamed[tc.index] = {"id": tc.id, "name": tc.function.name, "arguments": ""}
+            streamed[tc.index]["arguments"] += tc.function.arguments or ""
+    assert finish == "tool_calls"
+    assert [(s["name"], s["arguments"]) for s in streamed.values()] == [
+        (c.function.name, c.function.arguments) for c in whole.choices[0].message.tool_calls
+    ]
+
+    # the call and its result go back in the history, the OpenAI way
+    call = whole.choices[0].message.tool_calls[0]
+    back = msgs + [
+        whole.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "in the cellar"},
+    ]
+    after = client.chat.completions.create(model=name, messages=back, tools=[WHERE, GIVE], max_tokens=8)
+    assert after.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
 def test_openai_client_sees_4xx_errors_without_retrying(client, model_dir, server):
     import openai
 
@@ -126,7 +218,7 @@ def test_openai_client_sees_4xx_errors_without_retrying(client, model_dir, serve
         client.completions.create(model=model_dir.name, prompt="x", temperature=5)
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="gpt-4", prompt="x")
-    with pytest.raises(openai.BadRequestError, match="limit of 512 tokens"):
+    with pytest.raises(openai.BadRequestError, match="limit of 1024 tokens"):
         client.completions.create(model=model_dir.name, prompt="x", max_tokens=100_000)
     bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):

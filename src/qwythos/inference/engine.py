@@ -57,7 +57,7 @@ class Request:
     on_token: TokenCallback | None = None  # streaming: called for every generated token
     on_event: Callable[[TokenEvent], None] | None = None  # streaming with pieces and logprobs
     cancelled: bool = False  # set from any thread: the request leaves its batch at the next step
-    constraint: object | None = None  # a JsonConstraint (constrain.py): only tokens its grammar allows
+    constraint: object | None = None  # a GrammarConstraint (constrain.py): only tokens its grammar allows
 
 
 @dataclass

@@ -18,12 +18,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 from starlette.responses import StreamingResponse
 
-from ..inference.constrain import JsonConstraint
+from ..inference.constrain import GrammarConstraint
 from ..inference.engine import Completion, Engine, Request, TokenEvent
 from ..inference.sampling import GearSampling, PathwaySampling, SamplingParams
 from ..inference.scheduler import Job, QueueFull, Scheduler
 from ..model.block import Routing
 from . import protocol as P
+from . import tools as T
 from .metrics import Metrics
 
 
@@ -421,23 +422,41 @@ def _one(gates):
 # ---------------------------------------------------------------- /v1/chat/completions
 
 
+def _constraints(svc: Service, req: P.ChatCompletionRequest) -> list[GrammarConstraint | None]:
+    """One grammar per choice: the tool-call grammar, response_format's JSON schema, or none (free text)."""
+    if (tool_grammar := T.grammar(req)) is not None:
+        try:
+            return [GrammarConstraint.lark(svc.engine.tokenizer, tool_grammar) for _ in range(req.n)]
+        except ValueError as e:
+            raise ApiError(400, f"tools: a function's parameters schema: {e}", param="tools") from None
+    try:
+        schema = req.json_schema()
+    except ValueError as e:
+        raise ApiError(400, str(e), param="response_format") from None
+    if schema is None:
+        return [None] * req.n
+    try:
+        return [GrammarConstraint.json(svc.engine.tokenizer, schema) for _ in range(req.n)]
+    except ValueError as e:
+        raise ApiError(400, f"response_format.json_schema.schema: {e}", param="response_format") from None
+
+
 async def chat_completions(svc: Service, req: P.ChatCompletionRequest, http: HttpRequest):
     svc.check_model(req.model)
     if (field := req.unsupported()) is not None:
         raise ApiError(
             400,
-            f"{field} is not supported by this server yet (response_format is): remove it; "
-            "a reply that ignored it would mislead the client",
+            f"{field} is the deprecated form of tool calling and is not supported: send tools and "
+            "tool_choice instead (a reply that ignored it would mislead the client)",
             param=field,
             code="unsupported_parameter",
         )
     routing, bias = svc.routing(req.gear)
     gs = svc.gear_sampling(req.gear)
+    constraints = _constraints(svc, req)
+    reading_calls = req.tool_mode() != "none"
     try:
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
-        ]
-        ids = svc.engine.encode_chat(messages)
+        ids = svc.engine.encode_chat(T.chat_messages(req))
     except ValueError as e:
         raise ApiError(400, str(e), param="messages") from None
     room = svc.max_total - len(ids)
@@ -447,16 +466,6 @@ async def chat_completions(svc: Service, req: P.ChatCompletionRequest, http: Htt
     k = (req.top_logprobs or 0) if req.logprobs else None
     if req.top_logprobs and not req.logprobs:
         raise ApiError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
-    try:
-        schema = req.json_schema()
-    except ValueError as e:
-        raise ApiError(400, str(e), param="response_format") from None
-    try:
-        constraints = [
-            None if schema is None else JsonConstraint(svc.engine.tokenizer, schema) for _ in range(req.n)
-        ]
-    except ValueError as e:
-        raise ApiError(400, f"response_format.json_schema.schema: {e}", param="response_format") from None
     jobs = [
         Job(
             Request(
@@ -482,11 +491,20 @@ async def chat_completions(svc: Service, req: P.ChatCompletionRequest, http: Htt
         done = await svc.run(jobs, http)
         choices = []
         for i, c in enumerate(done):
+            message, finish = {"role": "assistant", "content": c.text}, c.finish_reason
+            if reading_calls:
+                reader = T.CallReader()
+                reader.feed(c.text)
+                reader.finish()
+                message["content"] = reader.content
+                if reader.calls:
+                    message["tool_calls"] = [call.wire() for call in reader.calls]
+                finish = T.finish_reason(reader, c.finish_reason)
             choice = {
                 "index": i,
-                "message": {"role": "assistant", "content": c.text},
+                "message": message,
                 "logprobs": {"content": content_logprobs(c.logprobs)} if k is not None else None,
-                "finish_reason": c.finish_reason,
+                "finish_reason": finish,
             }
             if req.pathway_trace:
                 choice["pathway_trace"] = svc.trace(c.token_ids, c.pieces, c.gates)
@@ -515,6 +533,8 @@ async def chat_completions(svc: Service, req: P.ChatCompletionRequest, http: Htt
             out["usage"] = None
         return out
 
+    readers = [T.CallReader() if reading_calls else None for _ in range(req.n)]
+
     async def body():
         for i in range(req.n):
             yield sse(
@@ -532,27 +552,26 @@ async def chat_completions(svc: Service, req: P.ChatCompletionRequest, http: Htt
                 if item.error is not None:
                     yield sse(P.error_body(f"generation failed: {item.error}", "server_error"))
                     continue
-                yield sse(
-                    chunk(
-                        {
-                            "index": i,
-                            "delta": {},
-                            "logprobs": None,
-                            "finish_reason": item.completion.finish_reason,
-                        }
-                    )
-                )
+                finish, reader = item.completion.finish_reason, readers[i]
+                if reader is not None:
+                    for delta in reader.finish():
+                        yield sse(
+                            chunk({"index": i, "delta": delta, "logprobs": None, "finish_reason": None})
+                        )
+                    finish = T.finish_reason(reader, finish)
+                yield sse(chunk({"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}))
                 continue
             ev: TokenEvent = item
-            choice = {
-                "index": i,
-                "delta": {"content": ev.delta},
-                "logprobs": {"content": content_logprobs([ev.logprob])} if ev.logprob is not None else None,
-                "finish_reason": None,
-            }
-            if req.pathway_trace:
-                choice["pathway_trace"] = svc.trace([ev.token_id], [ev.piece], _one(ev.gates))
-            yield sse(chunk(choice))
+            # a tool call's text arrives as tool_calls deltas; a token that completes none sends an empty
+            # delta, so its logprobs and gate trace still reach the client
+            deltas = readers[i].feed(ev.delta) if readers[i] is not None else [{"content": ev.delta}]
+            for j, delta in enumerate(deltas or [{}]):
+                choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
+                if j == 0 and ev.logprob is not None:
+                    choice["logprobs"] = {"content": content_logprobs([ev.logprob])}
+                if j == 0 and req.pathway_trace:
+                    choice["pathway_trace"] = svc.trace([ev.token_id], [ev.piece], _one(ev.gates))
+                yield sse(chunk(choice))
         if include_usage:
             yield sse(
                 {

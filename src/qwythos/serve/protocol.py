@@ -7,6 +7,7 @@ Extensions beyond OpenAI: ``gear`` in a request steers the pathways (bias per pa
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -150,10 +151,44 @@ class CompletionRequest(SamplingFields):
         return v
 
 
+class FunctionCallWire(BaseModel):
+    name: str
+    arguments: str  # a JSON object, as text (OpenAI's shape)
+
+    @field_validator("arguments")
+    @classmethod
+    def _json(cls, v: str) -> str:
+        try:
+            parsed = json.loads(v)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"function.arguments is not JSON ({e.msg}): send the arguments object as text"
+            ) from None
+        if not isinstance(parsed, dict):
+            raise ValueError("function.arguments must be a JSON object")
+        return v
+
+
+class ToolCallWire(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallWire
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant", "developer"]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallWire] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool result: the call it answers
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError('a message with role "tool" needs tool_call_id (the id of the call it answers)')
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -166,6 +201,38 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+class ToolFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # JSON schema of the arguments object (None: no arguments)
+    strict: bool | None = None  # accepted; calls are always grammar-constrained
+
+    @field_validator("parameters")
+    @classmethod
+    def _object(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and v.get("type", "object") != "object":
+            raise ValueError(
+                f'function.parameters must describe an object (type "object"), not {v["type"]!r}'
+            )
+        return None if v is None else {"type": "object", **v}
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: ToolFunction
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=0)
@@ -173,20 +240,49 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: dict[str, Any] | None = None  # text | json_object | json_schema (grammar-constrained)
-    # not implemented yet: refused with a 400 (handlers.refuse_unsupported), never silently ignored
-    tools: list[Any] | None = None
-    tool_choice: Any = None
+    tools: list[Tool] | None = None  # calls grammar-constrained to these (serve/tools.py)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None  # None: auto with tools
+    parallel_tool_calls: bool = True  # False: at most one call per reply
+    # the deprecated pre-tools names: refused with a 400 (handlers), never silently ignored
     functions: list[Any] | None = None
     function_call: Any = None
 
+    @model_validator(mode="after")
+    def _tools(self) -> ChatCompletionRequest:
+        names = [t.function.name for t in self.tools or []]
+        if len(set(names)) < len(names):
+            raise PydanticCustomError("tools", "tools: function names must be unique", {"param": "tools"})
+        mode = self.tool_mode()
+        if mode not in ("none", "auto") and not names:
+            raise PydanticCustomError(
+                "tool_choice", "tool_choice {mode!r} needs tools", {"param": "tool_choice", "mode": mode}
+            )
+        if mode not in ("none", "auto", "required") and mode not in names:
+            raise PydanticCustomError(
+                "tool_choice",
+                "tool_choice names {mode!r}, which is not in tools ({names})",
+                {"param": "tool_choice", "mode": mode, "names": ", ".join(names)},
+            )
+        if mode != "none" and names and (self.response_format or {}).get("type", "text") != "text":
+            raise PydanticCustomError(
+                "response_format",
+                "response_format with tools: send tool_choice 'none' for a structured reply, or drop one",
+                {"param": "response_format"},
+            )
+        return self
+
+    def tool_mode(self) -> str:
+        """'none', 'auto', 'required' or the one function's name the reply must call."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.function.name
+        if self.tool_choice is None:
+            return "auto" if self.tools else "none"
+        return self.tool_choice
+
     def unsupported(self) -> str | None:
-        """The first field asking for something this server does not do yet (None: all is supported)."""
-        if self.tools:
-            return "tools"
+        """The first field asking for something this server does not do (None: all is supported)."""
         if self.functions:
             return "functions"
-        if self.tool_choice not in (None, "none"):
-            return "tool_choice"
         if self.function_call not in (None, "none"):
             return "function_call"
         return None

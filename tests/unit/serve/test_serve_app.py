@@ -227,8 +227,19 @@ CHAT = [{"role": "user", "content": "hi"}]
     [
         ({"seed": 2**70}, 422, "seed"),  # was a 500: "Overflow when unpacking long long"
         ({"seed": -(2**63) - 1}, 422, "seed"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, 400, "tools"),
-        ({"tool_choice": "required"}, 400, "tool_choice"),
+        ({"tool_choice": "required"}, 422, "tool_choice"),  # no tools to call
+        ({"tools": [{"type": "function", "function": {"name": "f"}}] * 2}, 422, "tools"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]},
+            422,
+            "tools.0.function.parameters",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"properties": 3}}}]},
+            400,
+            "tools",
+        ),
+        ({"messages": [{"role": "tool", "content": "sunny"}]}, 422, "messages.0"),
         ({"response_format": {"type": "xml"}}, 400, "response_format"),
         (
             {"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "nonsense"}}}},
@@ -239,7 +250,7 @@ CHAT = [{"role": "user", "content": "hi"}]
     ],
 )
 def test_chat_fields_that_once_gave_a_5xx_or_were_ignored(client, body, status, param):
-    r = client.post("/v1/chat/completions", json={"model": "tiny", "messages": CHAT, "max_tokens": 2, **body})
+    r = client.post("/v1/chat/completions", json={"model": "tiny", "messages": CHAT, "max_tokens": 2} | body)
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["param"] == param and param in err["message"]
@@ -248,6 +259,7 @@ def test_chat_fields_that_once_gave_a_5xx_or_were_ignored(client, body, status, 
 def test_harmless_tool_fields_and_the_largest_seeds_still_generate(client):
     for extra in (
         {"tool_choice": "none"},
+        {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"},
         {"response_format": {"type": "text"}},
         {"seed": 2**63 - 1, "n": 3},
     ):
