@@ -107,7 +107,7 @@ def test_native_step_with_bf16_weights_tracks_the_fp32_forward_of_those_weights(
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
     ref = copy.deepcopy(bf16).float()
     engine = Engine(bf16, tok, decode_kernel="native")
-    assert engine.native is not None and engine.layout == "transposed"
+    assert engine.native is not None and engine.layout == "planned"
     routing = parse_routing(mode, engine.pathways)
     params = SamplingParams(max_new_tokens=8, ignore_eos=True, logprobs=1)
     for text in TEXTS:

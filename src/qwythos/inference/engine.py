@@ -22,7 +22,7 @@ from torch import nn
 from ..model.block import Routing
 from ..model.cache import BatchCache
 from ..model.transformer import PathwayLM
-from . import native
+from . import native, stream_plan
 from .sampling import GearSampling, SamplingParams, make_generator, sample_token, top_logprobs
 
 SOFT = Routing()
@@ -347,30 +347,40 @@ def _prompt_logprobs(logits: torch.Tensor, ids: list[int], k: int) -> list[Token
     return out
 
 
-def decode_layout(model: nn.Module, layout: str = "auto", streamed: bool = False) -> str:
+def decode_layout(model: nn.Module, layout: str = "auto", streamed: bool = False, threads: int = 0) -> str:
     """Lay out the frozen weight matrices for decoding; returns the layout used.
 
     Decoding multiplies one row per sequence by every weight matrix, so it is bound by reading them. The
-    native step (``streamed``) reads each matrix front to back in the transposed layout, (in, out) contiguous;
-    without it, on CPU, MKL reads fp32 matrices transposed at 20-28 GB/s here against 15-20 GB/s for
-    nn.Linear's (out, in) (short rows: SmolLM2's hidden size is 576), and bf16 faster the standard way.
-    'transposed' keeps each weight's shape and values, only its strides change; 'auto' = transposed on CPU
-    for the native step or fp32, standard otherwise.
+    native step (``streamed``) reads a matrix either with its own stream over the transposed layout, (in, out)
+    contiguous, or with MKL over nn.Linear's (out, in), whichever this CPU reads faster for that shape:
+    'auto' with the native step on CPU is 'planned', each shape's layout measured once per kind of CPU
+    (stream_plan.py; ``threads`` = the decode threads it is timed with). Without the native step, on CPU,
+    MKL reads fp32 matrices transposed at 20-28 GB/s here against 15-20 GB/s for (out, in) (short rows:
+    SmolLM2's hidden size is 576), and bf16 faster the standard way: 'auto' = transposed for fp32 on CPU,
+    standard otherwise. A layout keeps each weight's shape and values, only its strides change.
     """
     weight = next(model.parameters())
+    frozen = [p for p in model.parameters() if not p.requires_grad and p.dim() >= 2]  # LoRA, routers train
+    cpu = weight.device.type == "cpu"
+    if layout == "auto" and cpu and streamed:
+        chosen = stream_plan.plan([stream_plan.shape_of(p) for p in frozen], threads, native.cpu_id())
+        for p in frozen:
+            _relayout(p, chosen[stream_plan.shape_of(p)])
+        return "planned"
     if layout == "auto":
-        cpu = weight.device.type == "cpu"
-        layout = "transposed" if cpu and (streamed or weight.dtype == torch.float32) else "standard"
-    if layout not in ("standard", "transposed"):
+        layout = "transposed" if cpu and weight.dtype == torch.float32 else "standard"
+    if layout not in stream_plan.LAYOUTS:
         raise ValueError(f"layout {layout!r}: use auto, standard or transposed")
-    for p in model.parameters():
-        if p.requires_grad or p.dim() < 2:  # LoRA and routers train; only the frozen base is re-laid
-            continue
-        if layout == "standard":
-            p.data = p.data.contiguous()
-        else:
-            p.data = p.data.transpose(-1, -2).contiguous().transpose(-1, -2)
+    for p in frozen:
+        _relayout(p, layout)
     return layout
+
+
+def _relayout(p: torch.Tensor, layout: str) -> None:
+    if layout == "standard":
+        p.data = p.data.contiguous()
+    else:
+        p.data = p.data.transpose(-1, -2).contiguous().transpose(-1, -2)
 
 
 def decode_step_threads(threads: int | str = "auto") -> int:
@@ -414,8 +424,8 @@ class Engine:
         # auto | native | torch; None: $QWYTHOS_DECODE_KERNEL or auto (reaches chat, serve, eval, synth alike)
         kernel = decode_kernel or os.environ.get("QWYTHOS_DECODE_KERNEL") or "auto"
         streamed = native.available(model, kernel)
-        self.layout = decode_layout(model, layout, streamed)
         self.decode_threads = decode_step_threads(decode_threads)
+        self.layout = decode_layout(model, layout, streamed, self.decode_threads)
         self.native = native.NativeDecoder(model) if streamed else None  # None: the model's forward decodes
         self.eos = eos_ids(model, tokenizer)
         self.max_len = model.config.arch.max_position_embeddings

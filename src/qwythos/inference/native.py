@@ -46,7 +46,7 @@ def build() -> str | None:
     from torch.utils.cpp_extension import load
 
     log.info("loading the native decode step (the first build on a machine takes several seconds)")
-    name = f"qwythos_decode_step_{_cpu_id()}"  # built with -march=native: one build per kind of CPU
+    name = f"qwythos_decode_step_{cpu_id()}"  # built with -march=native: one build per kind of CPU
     try:
         clear_stale_lock(name)
         load(
@@ -75,7 +75,7 @@ def clear_stale_lock(name: str, older_than_s: float = 600.0) -> None:
         pass
 
 
-def _cpu_id() -> str:
+def cpu_id() -> str:
     """A short hash of this CPU's model and instruction-set flags (Linux), so a shared cache never serves
     one machine another's -march=native build."""
     try:
