@@ -8,8 +8,8 @@ requantised by `llama-quantize` to each type (exactly the weights Qwythos dequan
 
 Configurations: bs1 after a 32-token prompt ("short"), bs1 after a 2,000-token context ("long"), and 8
 sequences decoded together after short prompts ("batch8", aggregate tok/s; llama.cpp: llama-batched-bench).
-Qwythos: Engine.generate, decode tok/s = (N - 1) / (t(N) - t(1)) so the prefill cancels (bench_decode.rates),
-its default threads (OMP_WAIT_POLICY=PASSIVE: one decode thread). llama.cpp: llama-bench / llama-batched-bench
+Qwythos: the engine's decode steps timed after the prefill (a DecodeBatch, median of 3), with its default
+threads (OMP_WAIT_POLICY=PASSIVE: one decode thread). llama.cpp: llama-bench / llama-batched-bench
 at -t 2 (both cores: its best here) and the time of the generated tokens only. Every configuration runs in its
 own process and configurations alternate across repeats; medians and ratios are printed and written to
 bench/results/llamacpp.json. Qwythos has no int8 decode yet, so q8_0 is reported for llama.cpp alone.
@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -44,9 +45,10 @@ DEFAULT_BIN = Path(os.environ.get("LLAMACPP_BIN", Path.home() / ".cache/llama.cp
 
 
 def qwythos(mode: str, precision: str, context: str, rows: int, tokens: int) -> dict:
+    """Decode tok/s of the engine's decode steps after the prefill, as llama-bench's tg times its tokens."""
     import torch
 
-    from qwythos.inference.engine import Engine, Request
+    from qwythos.inference.engine import DecodeBatch, Engine, Request
     from qwythos.inference.sampling import SamplingParams
     from qwythos.model.base import load_tokenizer
     from qwythos.model.block import Routing
@@ -56,13 +58,18 @@ def qwythos(mode: str, precision: str, context: str, rows: int, tokens: int) -> 
     engine = Engine(model, load_tokenizer(folder))
     n = CONTEXTS[context]
     prompts = [[1000 + (7 * r + i) % 20000 for i in range(n)] for r in range(rows)]
-
-    def run(k: int) -> None:
-        reqs = [Request(p, SamplingParams(max_new_tokens=k, ignore_eos=True)) for p in prompts]
-        engine.generate(reqs, Routing(mode))
-
-    out = bd.rates(run, tokens)
-    return {"value": out["value"] * rows}
+    rates = []
+    with torch.inference_mode():
+        for _ in range(3):
+            batch = DecodeBatch(engine, Routing(mode), trace=False)
+            params = SamplingParams(max_new_tokens=tokens + 4, ignore_eos=True)
+            batch.add([Request(p, params) for p in prompts])  # the prefill
+            batch.step()  # warm
+            t = time.perf_counter()
+            for _ in range(tokens - 1):
+                batch.step()
+            rates.append(rows * (tokens - 1) / (time.perf_counter() - t))
+    return {"value": statistics.median(rates)}
 
 
 # ---------------------------------------------------------------- llama.cpp
