@@ -11,6 +11,7 @@ name, and returns each that contradicts the state or the card.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .state import Fact, GameState, can_afford, inventory, norm, where_is
@@ -160,6 +161,7 @@ _HAVE = r"\byou(?:'ve| have| hold| carry| own|'ve got| have got| still have| now
 _PLACE = (
     r"\s+(?:is|lies|sits|was left|was put|rests)\s+((?:in|under|on|at|behind|beside|inside|near)\b[^.,;!?]*)"
 )
+_NOWHERE = "not recorded"  # the truth of a place claim about an item no event placed
 _NAME = re.compile(r"\b(?:my name is|i am called|call me|i'm called)\s+([A-Z][\w'-]+)", re.I)
 
 
@@ -169,11 +171,18 @@ def _place_words(place: str) -> set[str]:
     }
 
 
-def check_claims(reply: str, state: GameState, char_name: str | None = None) -> list[Contradiction]:
-    """Claims in ``reply`` contradicting the state (possession counts, item places) or the card (the name)."""
+def check_claims(
+    reply: str, state: GameState, char_name: str | None = None, asked: Iterable[str] = ()
+) -> list[Contradiction]:
+    """Claims in ``reply`` contradicting the state (possession counts, item places) or the card (the name).
+    ``asked``: the items this turn's tools were asked about, checked even when the log never named them —
+    "You have 3 swords" after "You have no swords", any place for an item nothing records a place for."""
     found: list[Contradiction] = []
-    low = reply.lower()
-    for item in known_items(state):
+    low = reply.lower().replace("it's", "it is")
+    names = known_items(state)
+    asked_keys = {norm(x) for x in asked}
+    unknown = [x for x in dict.fromkeys(asked) if norm(x) not in {norm(n) for n in names}]
+    for item in names + unknown:
         pat = item_pattern(item).removeprefix(r"\b")
         for m in re.finditer(_HAVE + _QTY + r"\s+(?:\w+\s+)?" + pat, low):
             said, held = quantity(m.group(1)), state.held(item)
@@ -182,6 +191,11 @@ def check_claims(reply: str, state: GameState, char_name: str | None = None) -> 
                 found.append(Contradiction(m.group(0), "quantity", item, str(said), str(held), source))
         place = state.location(item)
         if place is None:
+            if norm(item) in asked_keys and not state.held(item):
+                for m in re.finditer(rf"\b(?:(?:the|your|my)\s+{pat}|it)" + _PLACE, low):
+                    found.append(
+                        Contradiction(m.group(0), "location", item, m.group(1).strip(), _NOWHERE, None)
+                    )
             continue
         for m in re.finditer(r"\b(?:the|your|my)\s+" + pat + _PLACE, low):
             said = m.group(1).strip()

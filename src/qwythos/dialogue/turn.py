@@ -257,13 +257,14 @@ class Dialogue:
         prefix, tail = self._ids(c)
         # voice, check, at most one repair
         reply = self._speak(prefix, tail, facts, st, True, on_token)
-        contradictions, repaired, checked = check_claims(reply.text, state, card.name), False, 1
+        asked = [q.item for q in queries if q.tool in ("inventory", "where_is")]
+        contradictions, repaired, checked = check_claims(reply.text, state, card.name, asked), False, 1
         if contradictions and st.repair:
             pins = facts + [_truth(state, x) for x in contradictions if x.kind != "persona"]
             if on_token is not None:
                 on_token({"restart": True})
             again = self._speak(prefix, tail, pins, st, False, on_token)
-            still, checked = check_claims(again.text, state, card.name), 2
+            still, checked = check_claims(again.text, state, card.name, asked), 2
             if len(still) < len(contradictions):
                 reply, repaired, contradictions = again, not still, still
         # remember

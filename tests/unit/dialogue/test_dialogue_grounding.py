@@ -76,3 +76,20 @@ def test_claims_that_contradict_the_state_or_the_card():
     assert c.kind == "persona" and c.said == "Bob"
     assert check_claims("My name is Mira.", s, "Mira Vance") == []
     assert check_claims("You have two lamps? No, you have one lamp.", s)[0].said == "2"
+
+
+def test_claims_about_items_the_log_never_named_are_checked_when_asked():
+    """The abstain probes: after "You have no swords" / "Nothing records where the silver ring is" a reply
+    that invents a count or a place is a contradiction (and so gets its one repair)."""
+    s = world()
+    assert check_claims("You have 3 swords, friend.", s) == []  # not asked: unknown items stay unchecked
+    (c,) = check_claims("You have 3 swords, friend.", s, asked=["swords"])
+    assert (c.kind, c.said, c.truth) == ("quantity", "3", "0")
+    assert check_claims("You have no swords at all.", s, asked=["swords"]) == []
+    (c,) = check_claims("Your silver ring is in the chest by the door.", s, asked=["silver ring"])
+    assert (c.kind, c.subject, c.truth) == ("location", "silver ring", "not recorded")
+    (c,) = check_claims("Oh, it's under the bed.", s, asked=["silver ring"])
+    assert c.said == "under the bed"
+    assert check_claims("Nobody knows where that ring went.", s, asked=["silver ring"]) == []
+    # a known, carried item has no recorded place and is not contradicted by one
+    assert check_claims("It is in your pack.", s, asked=["gold"]) == []
