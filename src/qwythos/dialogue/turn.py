@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from ..inference.engine import Engine
+from ..inference.engine import Engine, parse_routing
 from ..inference.sampling import GearSampling, SamplingParams, for_model, parse_gear_sampling
 from ..inference.trace import token_texts
 from . import context as ctx
@@ -119,11 +119,11 @@ class Dialogue:
         """Parse settings and check the pathways they name against this model's."""
         st = Settings.parse(obj)
         unknown = sorted(set(st.gear_bias) - set(self.engine.pathways))
-        forced = st.routing.split("=", 1)[1] if st.routing and st.routing.startswith("force=") else None
-        if forced is not None and forced not in self.engine.pathways:
-            raise ValueError(
-                f"settings.routing: unknown pathway {forced!r}; this model's: {self.engine.pathways}"
-            )
+        if st.routing is not None:
+            try:
+                parse_routing(st.routing, self.engine.pathways)
+            except ValueError as e:
+                raise ValueError(f"settings.routing: {str(e).removeprefix('--mode ')}") from None
         if unknown:
             raise ValueError(
                 f"settings.gear_bias: unknown pathway(s) {unknown}; this model's: {self.engine.pathways}"
