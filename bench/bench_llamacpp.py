@@ -115,6 +115,38 @@ def prepare(binary: Path, work: Path) -> dict[str, Path]:
     return files
 
 
+def agreement(binary: Path, gguf: Path, tokens: int = 24) -> dict:
+    """Greedy continuations of one prompt by llama.cpp (the soft f32 GGUF) and by our engine (the model it
+    was exported from): llama.cpp runs our export unchanged, and computes the same function."""
+    import torch
+
+    from qwythos.inference.engine import Engine, Request
+    from qwythos.inference.sampling import SamplingParams
+    from qwythos.model.base import load_tokenizer
+    from qwythos.model.block import Routing
+
+    prompt = "Once upon a time, in a quiet village by the sea,"
+    cmd = [binary / "llama-completion", "-m", gguf, "-p", prompt, "-n", str(tokens), "--temp", "0", "-no-cnv"]
+    cmd += ["--no-display-prompt", "--simple-io", "--no-warmup", "-t", "2", "-s", "0"]
+    theirs = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True).stdout
+    torch.manual_seed(0)
+    model, folder = bd.pathway_model("float32")
+    tok = load_tokenizer(folder)
+    engine = Engine(model, tok)
+    params = SamplingParams(max_new_tokens=tokens, ignore_eos=True)
+    ours = engine.generate([Request(tok.encode(prompt), params)], Routing("soft"))[0].text
+    shared = next(
+        (i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), min(len(ours), len(theirs))
+    )
+    return {
+        "prompt": prompt,
+        "qwythos": ours,
+        "llama_cpp": theirs,
+        "shared_chars": shared,
+        "chars": len(ours),
+    }
+
+
 def configurations(batched: bool) -> list[tuple[str, ...]]:
     """(system, model key, context, rows): our engine and llama.cpp on the same GGUF-exported hybrid."""
     out = []
@@ -151,6 +183,8 @@ def main() -> None:
         print("note: no llama-batched-bench: batch 8 skipped (TARGETS=llama-batched-bench build-llamacpp)")
     a.work.mkdir(parents=True, exist_ok=True)
     files = prepare(a.bin, a.work)
+    agree = agreement(a.bin, files["soft:f32"])
+    print(f"greedy agreement with llama.cpp (soft f32): {agree['shared_chars']}/{agree['chars']} characters")
     configs = configurations(batched)
     raw: dict[str, list[float]] = {}
     for r in range(a.repeats):
@@ -183,6 +217,7 @@ def main() -> None:
     summary = {
         "decode_tok_s": med,
         "ratios": ratios,
+        "greedy_agreement_soft_f32": agree,
         "setup": {
             "model": "SmolLM2-135M hybrid, 2 pathways, LoRA r16 (bench_decode.pathway_model)",
             "decode_tokens": a.tokens - 1,
