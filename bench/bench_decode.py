@@ -5,7 +5,8 @@
              stream on the same matrix (the stricter bound: here it reads faster than torch.mv)
   hf         transformers `generate` (greedy, KV cache) on the dense base: the baseline
   soft/top1  our engine (Engine.generate) on the pathway model, LoRA r16 non-zero and a random router;
-             fp32 decode steps run the native step (inference/native.py)
+             fp32 decode steps run the native step (inference/native.py), each matrix in the layout this
+             CPU streams fastest (inference/stream_plan.py; the plan and its GB/s are in the output)
   soft_torch, top1_torch  the same with decode steps through the model's PyTorch forward
   soft_std   the same with nn.Linear's weight layout (the engine stores fp32 weights transposed on CPU)
   soft_2t, top1_2t  the same with every torch thread in decode steps (the engine's default under
@@ -189,6 +190,15 @@ def bound() -> dict:
     return out
 
 
+def decode_plan() -> dict:
+    """The layout the engine chose per weight shape on this CPU, with the GB/s behind each choice (what the
+    children measured into the cache: inference/stream_plan.py)."""
+    from qwythos.inference import native, stream_plan
+
+    path = stream_plan.plan_file(native.cpu_id())
+    return {"cpu": native.cpu_id(), **(json.loads(path.read_text()) if path.is_file() else {})}
+
+
 def child(kind: str, tokens: int, threads: int) -> None:
     import torch
 
@@ -268,6 +278,7 @@ def main() -> None:
         "batch8_vs_soft_bs1": med["batch8"] / med["soft"] if "batch8" in med and "soft" in med else None,
         "ttft_s_32_token_prompt": ttft,
         "bound_detail": raw["bound"][0] if "bound" in raw else None,
+        "decode_plan": decode_plan(),
         "setup": {
             "model": "SmolLM2-135M (embedded), fp32 unless bf16",
             "rank": RANK,
