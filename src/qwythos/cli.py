@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from .config import ConfigError
@@ -550,9 +551,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         args.func(args)
-    except USER_ERRORS as e:
+    except USER_ERRORS as e:  # bad input named at the edge; under -v its traceback too (a bug can hide here)
+        if args.verbose:
+            traceback.print_exc()
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"qwythos {args.verb}: error: {msg}", file=sys.stderr)
+        hint = "" if args.verbose else " (qwythos -v shows the traceback)"
+        print(f"qwythos {args.verb}: error: {msg}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -56,7 +56,11 @@ def test_init_generate_export_generate(tiny_base, tmp_path, capsys):
 
 def test_bad_input_exits_2_with_a_clear_message(tiny_base, tmp_path, capsys):
     assert main(["init", "--base", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err and "-v shows the traceback" in err
+    assert main(["-v", "init", "--base", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err  # -v: where it was raised too (a bug raising ValueError is not hidden)
+    assert "Traceback (most recent call last)" in err and "does not exist" in err
     assert main(["init", "--base", str(tiny_base), "--out", str(tmp_path / "m"), "--rank", "0"]) == 2
     assert "rank (0) must be > 0" in capsys.readouterr().err
     assert main(["init", "--base", str(tiny_base), "--out", str(tmp_path / "m"), "--pathways", "a,a"]) == 2
