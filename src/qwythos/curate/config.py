@@ -130,10 +130,26 @@ class NearDedupConfig:
 
 
 @dataclass
+class SkeletonConfig:
+    """Templated problems: records whose text is the same once numbers and capitalised words (names) are
+    masked share a skeleton; keep at most ``max_per_skeleton`` of each. Off by default: for a small model
+    many numeric instances of a template are the practice, not noise (THESIS.md); MinHash cannot see them."""
+
+    enabled: bool = False
+    max_per_skeleton: int = 1  # 1: skeleton dedup; more: a cap that balances templates
+    field: Literal["text", "prompt", "response"] = "prompt"
+
+    def __post_init__(self):
+        if self.max_per_skeleton < 1:
+            raise ConfigError(f"dedup.skeleton.max_per_skeleton ({self.max_per_skeleton}) must be >= 1")
+
+
+@dataclass
 class DedupConfig:
     exact_prompt: bool = True  # drop a record whose normalised prompt was already seen
     exact_response: bool = True  # ... or whose normalised response was
     near: NearDedupConfig = field(default_factory=NearDedupConfig)
+    skeleton: SkeletonConfig = field(default_factory=SkeletonConfig)
     core: list[str] = field(default_factory=list)  # curated folders/files we already have: dedup against them
 
 

@@ -1,4 +1,5 @@
-"""Steps 2 and 3: exact dedup (prompt and response separately) and MinHash-LSH near dedup.
+"""Steps 2 and 3: exact dedup (prompt and response separately), the optional skeleton cap for templated
+problems (numbers and names masked) and MinHash-LSH near dedup.
 
 Both keep the first occurrence and name it as the evidence of a later duplicate. Either index can be seeded
 with an existing curated core first, so new data is deduplicated against what we already have. Signatures
@@ -16,13 +17,36 @@ import xxhash
 
 from .config import NearDedupConfig
 from .ngrams import ngram_hashes
-from .normalise import dedup_key
+from .normalise import dedup_key, skeleton
 
 
 def text_hash(text: str) -> int:
     """64-bit hash of the dedup key of a text (0 for an empty text: never a duplicate)."""
     key = dedup_key(text)
     return xxhash.xxh3_64_intdigest(key.encode("utf-8", "surrogatepass")) if key else 0
+
+
+def skeleton_hash(text: str) -> int:
+    """64-bit hash of a text's skeleton (normalise.skeleton); 0 for an empty text."""
+    key = skeleton(text)
+    return xxhash.xxh3_64_intdigest(key.encode("utf-8", "surrogatepass")) if key else 0
+
+
+class SkeletonCap:
+    """Keep-first: at most ``cap`` records per skeleton hash; a later one names the skeleton's first."""
+
+    def __init__(self, cap: int):
+        self.cap, self.seen = cap, {}
+
+    def check(self, rid: str, h: int) -> str | None:
+        """None if kept (and counted), else the id of the skeleton's first record."""
+        if not h:
+            return None
+        first, n = self.seen.get(h, (rid, 0))
+        if n >= self.cap:
+            return first
+        self.seen[h] = (first, n + 1)
+        return None
 
 
 class ExactDedup:

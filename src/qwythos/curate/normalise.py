@@ -78,3 +78,14 @@ def _normalise_spanned(record: Record, i: int, cfg: NormaliseConfig, calculator:
 def dedup_key(text: str) -> str:
     """What exact dedup compares: case-folded text with whitespace collapsed."""
     return " ".join(text.casefold().split())
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_CAPITALISED = re.compile(r"\b[A-Z][\w'-]*")
+
+
+def skeleton(text: str) -> str:
+    """A templated problem's skeleton: numbers -> '#', capitalised words (names, and sentence starts, which
+    a template's instances share) -> 'N', then the dedup key. "Tom has 3 apples." and "Ana has 12 apples."
+    share one."""
+    return dedup_key(_CAPITALISED.sub("N", _NUMBER.sub("#", text)))

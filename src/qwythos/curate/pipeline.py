@@ -23,7 +23,7 @@ from ..config import from_dict
 from ..records import Record, Reject, reject
 from .config import CurateConfig
 from .decontam import EvalIndex, contamination
-from .dedup import signatures, text_hash
+from .dedup import signatures, skeleton_hash, text_hash
 from .filters import first_failure, quality_score
 from .label import embed_text, label_rules
 from .ngrams import tokens_bytes
@@ -45,7 +45,8 @@ def unit_schema(num_perm: int) -> pa.Schema:
         [("id", pa.string()), ("source", pa.string()), ("messages", pa.string()), ("pathway", pa.string()),
          ("pathway_confidence", pa.float64()), ("spans", pa.string()), ("meta", pa.string()),
          ("logodds", pa.float64()), ("needs_embed", pa.bool_()), ("etext", pa.string()),
-         ("prompt_hash", pa.uint64()), ("response_hash", pa.uint64()), ("sig", pa.binary(4 * num_perm)),
+         ("prompt_hash", pa.uint64()), ("response_hash", pa.uint64()), ("skeleton_hash", pa.uint64()),
+         ("sig", pa.binary(4 * num_perm)),
          ("tokens", pa.int64()), ("response_tokens", pa.int64()), ("steps", pa.int64()),
          ("quality", pa.float64())]
     )  # fmt: skip
@@ -140,7 +141,7 @@ def process_unit(unit_data: dict, ctx: dict) -> dict:
 def features(kept: list[tuple[Record, bool]], cfg: CurateConfig) -> pa.Table:
     records = [r for r, _ in kept]
     quality = [r.meta.pop("_quality") for r in records]
-    near = cfg.dedup.near
+    near, sk = cfg.dedup.near, cfg.dedup.skeleton
     field_text = {"text": lambda r: r.text, "prompt": lambda r: r.prompt, "response": lambda r: r.response}
     sigs = (
         signatures([field_text[near.field](r) for r in records], near)
@@ -163,6 +164,7 @@ def features(kept: list[tuple[Record, bool]], cfg: CurateConfig) -> pa.Table:
         "etext": [embed_text(r.prompt, r.response) for r in records],
         "prompt_hash": [text_hash(r.prompt) for r in records],
         "response_hash": [text_hash(r.response) for r in records],
+        "skeleton_hash": [skeleton_hash(field_text[sk.field](r)) if sk.enabled else 0 for r in records],
         "sig": [row.tobytes() for row in sigs],
         "tokens": tokens,
         "response_tokens": response_tokens,

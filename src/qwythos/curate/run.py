@@ -32,7 +32,7 @@ from ..gym import args_digest
 from ..records import Record
 from .config import CurateConfig, InputConfig, config_hash
 from .decontam import EvalIndex
-from .dedup import ExactDedup, NearDedup, signatures, text_hash
+from .dedup import ExactDedup, NearDedup, SkeletonCap, signatures, text_hash
 from .embed import Embedder
 from .holdout import split_input
 from .label import PathwayClassifier, from_logodds, prototypes
@@ -261,7 +261,7 @@ def write_heldout(out: Path, heldout: dict[str, dict]) -> dict[str, dict]:
 
 
 FEATURES = ["id", "pathway", "pathway_confidence", "logodds", "needs_embed", "prompt_hash", "response_hash",
-            "sig", "tokens", "response_tokens", "steps", "quality"]  # fmt: skip
+            "skeleton_hash", "sig", "tokens", "response_tokens", "steps", "quality"]  # fmt: skip
 
 
 PAYLOAD = ["id", "source", "messages", "spans", "meta"]
@@ -284,6 +284,7 @@ class Reduce:
         self.needs_embed = t.column("needs_embed").to_numpy(zero_copy_only=False).astype(bool)
         self.prompt_hash = t.column("prompt_hash").to_pylist()
         self.response_hash = t.column("response_hash").to_pylist()
+        self.skeleton_hash = t.column("skeleton_hash").to_pylist()
         sig = t.column("sig").combine_chunks() if self.n else None
         p = cfg.dedup.near.num_perm
         self.sigs = (
@@ -327,7 +328,7 @@ class Reduce:
         self.rejected.append((row, step, reason, evidence))
 
     def run(self, counts: Counter, timings: dict) -> None:
-        for name in ("dedup_exact", "dedup_near", "label_embed", "difficulty", "select"):
+        for name in ("dedup_exact", "dedup_skeleton", "dedup_near", "label_embed", "difficulty", "select"):
             t = time.time()
             counts[f"{name}:in"] = int(self.alive.sum())
             getattr(self, name)(counts)
@@ -357,6 +358,17 @@ class Reduce:
                 reason = hit[0] + ("_core" if hit[1].startswith("core:") else "")
                 self.drop(i, "dedup_exact", reason, hit[1])
                 counts[f"dedup_exact:{reason}"] += 1
+
+    def dedup_skeleton(self, counts: Counter) -> None:
+        sk = self.cfg.dedup.skeleton
+        if not sk.enabled:
+            return
+        cap = SkeletonCap(sk.max_per_skeleton)
+        for i in np.flatnonzero(self.alive).tolist():
+            if (first := cap.check(self.ids[i], self.skeleton_hash[i])) is not None:
+                self.drop(i, "dedup_skeleton", "skeleton_cap", first)
+                counts["dedup_skeleton:skeleton_cap"] += 1
+        counts["dedup_skeleton:skeletons"] = len(cap.seen)
 
     def dedup_near(self, counts: Counter) -> None:
         near = self.cfg.dedup.near

@@ -168,3 +168,45 @@ def test_cli_curate(tmp_path, inputs, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "c")
     assert main(["curate", "--input", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "d")]) == 2
     assert "missing.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_skeleton_cap_keeps_a_few_instances_of_each_template(tmp_path, inputs):
+    """math_rows cycles a few templates with fresh numbers and names: MinHash keeps every instance, the
+    skeleton cap (numbers and names masked) keeps max_per_skeleton of each and names the template's first."""
+    from qwythos.curate.normalise import skeleton
+
+    files, _, _ = inputs
+    plain = curate(inputs=files[:1], out=tmp_path / "plain", overrides=FAST)
+    math = [r for r in read_dataset(plain)]
+    templates = {skeleton(r.prompt) for r in math}
+    assert len(templates) < len(math)  # instances of a template survive exact and near dedup
+    for cap in (1, 2):
+        out = curate(
+            inputs=files[:1],
+            out=tmp_path / f"cap{cap}",
+            overrides=FAST + ["dedup.skeleton.enabled=true", f"dedup.skeleton.max_per_skeleton={cap}"],
+        )
+        kept = read_dataset(out)
+        per = {}
+        for r in kept:
+            per[skeleton(r.prompt)] = per.get(skeleton(r.prompt), 0) + 1
+        assert set(per) == templates and all(
+            n == min(cap, sum(skeleton(m.prompt) == s for m in math)) for s, n in per.items()
+        )
+        rejects = [j for j in pq.read_table(out / "rejects").to_pylist() if j["reason"] == "skeleton_cap"]
+        assert len(rejects) == len(math) - len(kept)
+        first: dict[str, str] = {}
+        for r in sorted(math, key=lambda r: int(r.id.split("/")[1])):
+            first.setdefault(skeleton(r.prompt), r.id)
+        by_id = {r.id: r for r in math}
+        assert all(j["evidence"] == first[skeleton(by_id[j["id"]].prompt)] for j in rejects)
+
+
+def test_skeletons_mask_numbers_and_names():
+    from qwythos.curate.normalise import skeleton
+
+    assert skeleton("Tom has 3 apples and buys 4.5 more.") == skeleton(
+        "Ana has 12 apples and buys 1,000 more."
+    )
+    assert skeleton("Tom has 3 apples.") != skeleton("Tom has 3 pears.")
+    assert skeleton("  ") == ""
