@@ -95,3 +95,14 @@ def test_a_mixed_plan_changes_strides_not_tokens(tiny_base, cache, monkeypatch):
         torch.testing.assert_close(
             torch.tensor([x.logprob for x in g.logprobs]), torch.tensor([x.logprob for x in w.logprobs])
         )
+
+
+def test_a_matrix_past_the_span_keeps_the_stream_unmeasured(cache, monkeypatch):
+    monkeypatch.setattr(stream_plan, "SPAN", 1024)
+    big = (64, 32, "float32")  # 8 KiB > 1 KiB
+
+    def refuse(shape):
+        raise AssertionError("timed a matrix past the span")
+
+    assert stream_plan.plan([big], 1, "cpuD", refuse) == {big: "transposed"}
+    assert json.loads(stream_plan.plan_file("cpuD").read_text())["64x32:float32:t1"]["gbps"] is None

@@ -91,7 +91,10 @@ def plan(
     chosen, added = {}, False
     for shape in dict.fromkeys(shapes):
         k = key(shape, threads)
-        if k not in cached or cached[k].get("layout") not in LAYOUTS:
+        if k not in cached and shape[0] * shape[1] * _bytes(shape[2]) > SPAN:
+            # one matrix past the span (a 7B lm_head): timing it would allocate its size again; the stream
+            cached[k], added = {"layout": "transposed", "gbps": None, "why": "larger than the span"}, True
+        elif k not in cached or cached[k].get("layout") not in LAYOUTS:
             before = torch.get_num_threads()
             if threads:
                 torch.set_num_threads(threads)
