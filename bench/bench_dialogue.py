@@ -57,7 +57,10 @@ def main() -> None:
     ap.add_argument("--live", type=int, default=40, help="live-mode turns on the first seed (0: none)")
     ap.add_argument("--budget", type=int, default=1024)
     ap.add_argument("--out", type=Path, default=Path("bench/results/dialogue.json"))
+    ap.add_argument("--rescore", action="store_true", help="re-apply the rules to --out's stored answers")
     args = ap.parse_args()
+    if args.rescore:
+        return rescore(args.out)
 
     engine = load_engine(args.model)
     t0 = time.time()
@@ -102,6 +105,43 @@ def main() -> None:
     print_report(report)
     args.out.write_text(json.dumps({"report": report, "answers": rows}, indent=1))
     print(f"answers and report: {args.out}; wall {wall:.0f} s")
+
+
+def rescore(path: Path) -> None:
+    """The rules applied again to a run's stored answers (when a rule is fixed, without a 25-minute rerun):
+    each answer's ``correct`` and the rule-based columns (accuracies per kind and distance, answered_far,
+    abstain_false) and targets are recomputed; timings, style, tokens and contradictions stay the run's."""
+    data = json.loads(path.read_text())
+    probes = {}
+    for seed in data["report"]["seeds"]:
+        for p in B.build_script(seed, 10_000).probes:
+            probes[(seed, p.after_turn, p.kind, p.question)] = p
+    changed = 0
+    for row in data["answers"]:
+        probe = probes[(row["seed"], row["turn"], row["kind"], row["question"])]
+        ok = B.correct(row["answer"], probe)
+        changed += ok != row["correct"]
+        row["correct"] = ok
+    for arm, col in data["report"]["table"].items():
+        rows = [r for r in data["answers"] if r["arm"] == arm]
+        hit = lambda f, rows=rows: accuracy_rows([r for r in rows if f(r)])  # noqa: E731
+        for k in B.KINDS:
+            col[k] = hit(lambda r, k=k: r["kind"] == k)
+        for k in ANSWERED:
+            for d in B.DISTANCES:
+                col[f"{k}@{d}"] = hit(lambda r, k=k, d=d: r["kind"] == k and r["distance"] == d)
+        col["answered_far"] = hit(lambda r: r["kind"] in ANSWERED and r["distance"] in FAR)
+        col["abstain_false"] = 1 - (hit(lambda r: r["kind"] == "abstain") or 0.0)
+    engine = data["report"]["table"]["engine"]
+    data["report"]["targets"]["abstain false assertions <= 0.05"] = engine["abstain_false"] <= 0.05
+    data["report"]["rescored"] = f"{changed} answers changed their score under the current rules"
+    print_report(data["report"])
+    path.write_text(json.dumps(data, indent=1))
+    print(f"rescored {path}: {changed} answers changed")
+
+
+def accuracy_rows(rows: list[dict]) -> float | None:
+    return sum(r["correct"] for r in rows) / len(rows) if rows else None
 
 
 def summarise(answers: list[B.Answer], live: dict | None) -> dict:

@@ -255,6 +255,7 @@ def _words(turns: list[Turn]) -> int:
 _NUMBER = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9}
 _AFFIRM = re.compile(r"\b(?:yes|yeah|you can|can afford|would be left|same place|both)\b", re.I)
 _DENY = re.compile(r"\b(?:no|not|cannot|can't|short|too little|isn't|aren't|different)\b", re.I)
+_ENUMERATOR = re.compile(r"(?:^|(?<=[\s;:]))\d+[.)](?=\s|$)", re.M)  # list markers: "1." / "2)"
 _PLACES = re.compile(r"\b(?:drawer|hook|table|pocket|chest|shelf|well|bag|box|under|behind|inside)\b", re.I)
 
 
@@ -268,8 +269,9 @@ def correct(answer: str, p: Probe) -> bool:
         return (yes and not no) if p.expected == ("yes",) else (no and not yes)
     if p.rule == "abstain":  # correct unless it asserts a count above zero or a place
         if "how many" in p.question.lower():
-            counts = [int(x) for x in re.findall(r"\b\d+\b", answer)]
-            counts += [v for w, v in _NUMBER.items() if _has(answer, w)]
+            counted = _ENUMERATOR.sub(" ", answer)  # "1. You have no swords." numbers a list, not swords
+            counts = [int(x) for x in re.findall(r"\b\d+\b", counted)]
+            counts += [v for w, v in _NUMBER.items() if _has(counted, w)]
             return not any(c > 0 for c in counts)
         return not _PLACES.search(answer)
     return any(_has(answer, e) for e in p.expected) and not any(_has(answer, w) for w in p.wrong)

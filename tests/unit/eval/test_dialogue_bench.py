@@ -45,6 +45,11 @@ def test_the_rules():
     swords = B.Probe(1, "abstain", "near", "How many swords do I have?", rule="abstain")
     assert B.correct("You carry no swords that I can see.", swords)
     assert not B.correct("You have three swords.", swords) and not B.correct("You have 2 swords.", swords)
+    # list numbering is not a count (the first run scored "1. You have no swords." as a false assertion)
+    assert B.correct("1. To You have no swords.\n2. No weapons or tools can you use.", swords)
+    assert B.correct("1) God exists; 2) You have no swords.", swords)
+    assert B.correct("1. You have no swords.\n2. None at all.\n3.", swords)  # a list cut by max_tokens
+    assert not B.correct("1. You have 2 swords.", swords) and not B.correct("You have 3.5 swords.", swords)
     ring = B.Probe(1, "abstain", "near", "Where did I leave my silver ring?", rule="abstain")
     assert B.correct("I have not seen any ring.", ring) and not B.correct("It is in the drawer.", ring)
     assert B.valid_tool_call({"tool": "can_afford", "item": "lamp", "qty": 2, "price_each": 7})
