@@ -117,21 +117,15 @@ def rescore(path: Path) -> None:
         for p in B.build_script(seed, 10_000).probes:
             probes[(seed, p.after_turn, p.kind, p.question)] = p
     changed = 0
+    answers = []
     for row in data["answers"]:
         probe = probes[(row["seed"], row["turn"], row["kind"], row["question"])]
         ok = B.correct(row["answer"], probe)
         changed += ok != row["correct"]
         row["correct"] = ok
+        answers.append(B.Answer(row["arm"], probe, row["answer"], ok, row["seconds"], seed=row["seed"]))
     for arm, col in data["report"]["table"].items():
-        rows = [r for r in data["answers"] if r["arm"] == arm]
-        hit = lambda f, rows=rows: accuracy_rows([r for r in rows if f(r)])  # noqa: E731
-        for k in B.KINDS:
-            col[k] = hit(lambda r, k=k: r["kind"] == k)
-        for k in ANSWERED:
-            for d in B.DISTANCES:
-                col[f"{k}@{d}"] = hit(lambda r, k=k, d=d: r["kind"] == k and r["distance"] == d)
-        col["answered_far"] = hit(lambda r: r["kind"] in ANSWERED and r["distance"] in FAR)
-        col["abstain_false"] = 1 - (hit(lambda r: r["kind"] == "abstain") or 0.0)
+        col.update(rule_columns([a for a in answers if a.arm == arm]))
     engine = data["report"]["table"]["engine"]
     data["report"]["targets"]["abstain false assertions <= 0.05"] = engine["abstain_false"] <= 0.05
     data["report"]["rescored"] = f"{changed} answers changed their score under the current rules"
@@ -140,24 +134,25 @@ def rescore(path: Path) -> None:
     print(f"rescored {path}: {changed} answers changed")
 
 
-def accuracy_rows(rows: list[dict]) -> float | None:
-    return sum(r["correct"] for r in rows) / len(rows) if rows else None
+def rule_columns(rows: list[B.Answer]) -> dict:
+    """One arm's columns that follow from the scoring rules alone (what --rescore recomputes)."""
+    return {
+        **{f"{k}": accuracy([a for a in rows if a.probe.kind == k]) for k in B.KINDS},
+        **{
+            f"{k}@{d}": accuracy([a for a in rows if a.probe.kind == k and a.probe.distance == d])
+            for k in ANSWERED
+            for d in B.DISTANCES
+        },
+        "answered_far": accuracy([a for a in rows if a.probe.kind in ANSWERED and a.probe.distance in FAR]),
+        "abstain_false": 1 - (accuracy([a for a in rows if a.probe.kind == "abstain"]) or 0.0),
+    }
 
 
 def summarise(answers: list[B.Answer], live: dict | None) -> dict:
     by = {arm: [a for a in answers if a.arm == arm] for arm in B.ARMS}
     table = {
         arm: {
-            **{f"{k}": accuracy([a for a in rows if a.probe.kind == k]) for k in B.KINDS},
-            **{
-                f"{k}@{d}": accuracy([a for a in rows if a.probe.kind == k and a.probe.distance == d])
-                for k in ANSWERED
-                for d in B.DISTANCES
-            },
-            "answered_far": accuracy(
-                [a for a in rows if a.probe.kind in ANSWERED and a.probe.distance in FAR]
-            ),
-            "abstain_false": 1 - (accuracy([a for a in rows if a.probe.kind == "abstain"]) or 0.0),
+            **rule_columns(rows),
             "style": _mean([a.style for a in rows if a.style is not None]),
             "contradictions": _mean([float(a.contradictions > 0) for a in rows if a.arm != "plain"]),
             "p95_s": statistics.quantiles([a.seconds for a in rows], n=20)[-1] if len(rows) > 1 else None,
