@@ -20,16 +20,15 @@ from .ngrams import ngram_hashes
 from .normalise import dedup_key, skeleton
 
 
-def text_hash(text: str) -> int:
+def text_hash(text: str, key=dedup_key) -> int:
     """64-bit hash of the dedup key of a text (0 for an empty text: never a duplicate)."""
-    key = dedup_key(text)
-    return xxhash.xxh3_64_intdigest(key.encode("utf-8", "surrogatepass")) if key else 0
+    k = key(text)
+    return xxhash.xxh3_64_intdigest(k.encode("utf-8", "surrogatepass")) if k else 0
 
 
 def skeleton_hash(text: str) -> int:
     """64-bit hash of a text's skeleton (normalise.skeleton); 0 for an empty text."""
-    key = skeleton(text)
-    return xxhash.xxh3_64_intdigest(key.encode("utf-8", "surrogatepass")) if key else 0
+    return text_hash(text, skeleton)
 
 
 class SkeletonCap:

@@ -180,8 +180,9 @@ def check_claims(
     found: list[Contradiction] = []
     low = reply.lower().replace("it's", "it is")
     names = known_items(state)
+    asked, known = list(asked), {norm(n) for n in names}
     asked_keys = {norm(x) for x in asked}
-    unknown = [x for x in dict.fromkeys(asked) if norm(x) not in {norm(n) for n in names}]
+    unknown = [x for x in dict.fromkeys(asked) if norm(x) not in known]
     for item in names + unknown:
         pat = item_pattern(item).removeprefix(r"\b")
         for m in re.finditer(_HAVE + _QTY + r"\s+(?:\w+\s+)?" + pat, low):
